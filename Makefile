@@ -1,0 +1,28 @@
+# batlit — common tasks. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all quickstart clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+install: ## create $(VENV) and install batlit with its dev extras (editable)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+
+test: ## fast test suite (skips tests marked slow); under 10 minutes on 2 cores
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: ## every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+quickstart: ## the README's first run: PGD-AT on the bundled digits, per-class table
+	$(BIN)/python -m batlit.train experiment=quickstart
+
+clean: ## remove caches and run outputs (keeps $(VENV))
+	rm -rf outputs multirun .pytest_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,120 @@
+"""Boundary examples from one early-stopping PGD trajectory (BAT, DESIGN.md §5.1).
+
+The BAT authors run two trajectories (``stop_to_lastclean``, ``stop_to_firstadv``), each with
+its own random start and a per-sample Python loop. Both outputs lie on one trajectory, so one
+batched loop gives both at the cost of a single K-step PGD; samples whose ``first_adv`` is fixed
+leave the batch (exact: the model is in eval mode, so samples do not interact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import check_threat_model, eval_mode, input_gradient, project, random_start
+from .pgd import LOSSES, attack_loss
+
+
+@dataclass
+class BoundaryExamples:
+    """Outputs of :func:`boundary_pgd`, each in the input's order.
+
+    Attributes:
+        last_clean: x_clean^Φ — the last iterate still classified correctly before the first
+            misclassified one (x_0 if x_0 is misclassified; x_K if no iterate is).
+        first_adv: x_adv^Φ — the iterate at the (τ+1)-th misclassified evaluation (x_K if fewer).
+        steps: k*, the index of the first misclassified evaluation, K if none (long, per sample).
+    """
+
+    last_clean: Tensor
+    first_adv: Tensor
+    steps: Tensor
+
+
+def boundary_pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    tau: int = 1,
+    init_std: float = 0.001,
+    loss: str = "kl",
+    generator: torch.Generator | None = None,
+) -> BoundaryExamples:
+    """Early-stopping PGD that returns BAT's ``last_clean`` and ``first_adv`` from ONE trajectory.
+
+    x_0 = Π(x + init_std·N(0, I)); at k = 0 … K−1 the model classifies x_k, then
+    x_{k+1} = Π_{B∞(x, ε) ∩ [0,1]}(x_k + step_size·sign(∇ loss(x_k))). A sample stops moving once
+    its ``first_adv`` is fixed, and the loop ends when every sample's is.
+
+    Args:
+        model: maps [0, 1] images to logits; run in eval mode, its mode restored on exit.
+        x, y: images (N, C, H, W) in [0, 1] and labels (N,).
+        eps, step_size, steps: the L∞ budget, the step and K.
+        tau: misclassified evaluations to pass after the first before ``first_adv`` is taken
+            (the authors' code: 1, as in FAT; the paper's Algorithm 1 reads as 0).
+        init_std: ξ of the Gaussian start (the authors' code: 0.001); 0 starts at x exactly.
+        loss: ``"kl"``, KL(f(x) ‖ f(x_k)) summed (the authors' code), or ``"ce"``.
+        generator: optional torch.Generator on x's device for the start.
+    """
+    check_threat_model(eps, step_size, steps)
+    if int(tau) != tau or tau < 0:
+        raise ValueError(f"method.tau must be an integer >= 0, got {tau}")
+    if loss not in LOSSES:
+        raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    K, n = int(steps), x.shape[0]
+    x = x.detach()
+    with eval_mode(model), torch.enable_grad():
+        clean_probs = None
+        if loss == "kl":
+            with torch.no_grad():
+                clean_probs = F.softmax(model(x), dim=1)
+        x_k = random_start(x, eps, "normal", init_std, generator) if init_std > 0 else x.clone()
+        last_clean, first_adv = x_k.clone(), x_k.clone()
+        first_mis = torch.full((n,), K, dtype=torch.long, device=x.device)
+        # The trajectory of the samples still moving ("active"), compacted; `rows` maps them back.
+        rows = torch.arange(n, device=x.device)
+        x_a, y_a, probs_a, prev = x, y, clean_probs, x_k       # prev = x_{k-1} (x_0 at k = 0)
+        first_mis_a = first_mis.clone()
+        mis_count = torch.zeros(n, dtype=torch.long, device=x.device)
+        for k in range(K):
+            x_k.requires_grad_(True)
+            logits = model(x_k)
+            grad = input_gradient(attack_loss(loss, logits, y_a, probs_a), x_k)
+            with torch.no_grad():
+                x_k = x_k.detach()
+                mis = logits.argmax(dim=1) != y_a
+                crossed = mis & (first_mis_a == K)        # first misclassified evaluation: k* = k
+                first_mis_a = torch.where(crossed, k, first_mis_a)
+                last_clean[rows] = torch.where(_bcast(crossed, prev), prev, last_clean[rows])
+                mis_count += mis
+                fixed = mis & (mis_count == tau + 1)
+                first_adv[rows] = torch.where(_bcast(fixed, x_k), x_k, first_adv[rows])
+                x_next = project(x_k + step_size * grad.sign(), x_a, eps)
+                keep = (~fixed).nonzero().squeeze(1)    # the one host sync per step
+                if keep.numel() < len(rows):
+                    first_mis[rows] = first_mis_a
+                    if keep.numel() == 0:
+                        break
+                    rows, x_a, y_a, first_mis_a, mis_count = (
+                        rows[keep], x_a[keep], y_a[keep], first_mis_a[keep], mis_count[keep])
+                    probs_a = probs_a[keep] if probs_a is not None else None
+                    x_k, x_next = x_k[keep], x_next[keep]
+                prev, x_k = x_k, x_next
+        else:
+            # Samples still moving after K steps: first_adv = x_K; never misclassified: last_clean = x_K.
+            first_mis[rows] = first_mis_a
+            first_adv[rows] = x_k
+            never = first_mis_a == K
+            last_clean[rows] = torch.where(_bcast(never, x_k), x_k, last_clean[rows])
+    return BoundaryExamples(last_clean.detach(), first_adv.detach(), first_mis)
+
+
+def _bcast(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.view(-1, *([1] * (like.ndim - 1)))

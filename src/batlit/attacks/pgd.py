@@ -1,0 +1,89 @@
+"""L∞ projected gradient descent (Madry et al. 2018), batched on the model's device."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import check_threat_model, eval_mode, input_gradient, project, random_start
+
+LOSSES = ("ce", "kl")
+
+
+def attack_loss(loss: str, logits_adv: Tensor, y: Tensor, clean_probs: Tensor | None) -> Tensor:
+    """The loss an attack ascends, summed over the batch so each sample's step is its own.
+
+    ``ce``: cross-entropy with the true label (PGD-AT, FAT, GAIRAT).
+    ``kl``: KL(f(x) ‖ f(x_adv)) as in the TRADES and BAT code (``KLDivLoss(size_average=False)``).
+    """
+    if loss == "ce":
+        return F.cross_entropy(logits_adv, y, reduction="sum")
+    if loss == "kl":
+        return F.kl_div(F.log_softmax(logits_adv, dim=1), clean_probs, reduction="sum")
+    raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss: str = "ce",
+    init: str = "uniform",
+    init_std: float = 0.001,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Return adversarial examples in B∞(x, ε) ∩ [0, 1] after ``steps`` signed-gradient steps.
+
+    Args:
+        model: maps images in [0, 1] to logits; it runs in eval mode and its mode is restored.
+        x, y: images (N, C, H, W) in [0, 1] and integer labels (N,).
+        eps, step_size, steps: the L∞ budget, the step and the number of steps.
+        loss: ``"ce"`` (PGD-AT, evaluation) or ``"kl"`` (TRADES).
+        init: ``"uniform"`` in the ε-ball, ``"normal"`` (x + init_std·N(0, I)) or ``"none"``.
+        generator: optional torch.Generator on x's device for the random start.
+    """
+    check_threat_model(eps, step_size, steps)
+    if loss not in LOSSES:
+        raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    x = x.detach()
+    with eval_mode(model), torch.enable_grad():
+        clean_probs = None
+        if loss == "kl":
+            with torch.no_grad():
+                clean_probs = F.softmax(model(x), dim=1)
+        x_adv = random_start(x, eps, init, init_std, generator)
+        for _ in range(int(steps)):
+            x_adv.requires_grad_(True)
+            grad = input_gradient(attack_loss(loss, model(x_adv), y, clean_probs), x_adv)
+            x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+class PGD:
+    """torchattacks-style callable: ``PGD(model, eps=8/255)(images, labels) -> adv_images``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        step_size: float = 2 / 255,
+        steps: int = 10,
+        loss: str = "ce",
+        init: str = "uniform",
+        init_std: float = 0.001,
+    ) -> None:
+        check_threat_model(eps, step_size, steps)
+        self.model = model
+        self.kwargs = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, init=init, init_std=init_std)
+
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return pgd(self.model, images, labels, generator=generator, **self.kwargs)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return f"PGD({args})"

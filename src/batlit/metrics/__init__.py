@@ -1,0 +1,5 @@
+"""torchmetrics for robust fairness."""
+
+from .classwise import ClassWiseRobustness
+
+__all__ = ["ClassWiseRobustness"]

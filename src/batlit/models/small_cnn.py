@@ -1,0 +1,65 @@
+"""A small, fast CNN for CPU studies (batlit's own design, not from a paper).
+
+Works on any input of at least 2x2 pixels, e.g. 8x8 grayscale digits or 32x32 RGB images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from batlit.models.normalize import build_input_layer, check_int
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
+
+
+class SmallCNN(nn.Module):
+    """conv(w)-conv(2w)-maxpool-conv(4w), adaptive avg-pool to 2x2, MLP head; ~0.16M params at width 32."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: int = 32,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.normalize = build_input_layer(num_classes, in_channels, mean, std)
+        w = check_int(width, "model.width", 1)
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            _conv_bn_relu(in_channels, w),
+            _conv_bn_relu(w, 2 * w),
+            # ceil_mode keeps odd sizes (and 1-pixel-wide inputs) valid.
+            nn.MaxPool2d(2, ceil_mode=True),
+            _conv_bn_relu(2 * w, 4 * w),
+            # 2x2 rather than 1x1 keeps some spatial layout, which matters on tiny digit images.
+            nn.AdaptiveAvgPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(4 * w * 4, 4 * w),
+            nn.ReLU(),
+            nn.Linear(4 * w, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.normalize(x)))
+
+
+def small_cnn(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **arch_kwargs,
+) -> nn.Module:
+    """SmallCNN; ``width`` (default 32) is the first conv's channel count."""
+    return SmallCNN(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)

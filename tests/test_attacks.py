@@ -1,0 +1,78 @@
+"""PGD: stays in the ε-ball and [0, 1], raises the loss it attacks, leaves the model as it was."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from batlit.attacks import PGD, pgd
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 8 * 8, 5))
+
+
+def _batch(n=16):
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+@pytest.mark.parametrize("loss,init", [("ce", "uniform"), ("kl", "normal"), ("ce", "none")])
+def test_stays_in_ball_and_box(loss, init):
+    model, (x, y) = _model(), _batch()
+    x_adv = pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=5, loss=loss, init=init)
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_raises_the_ce_loss():
+    model, (x, y) = _model(), _batch(64)
+    model.eval()
+    x_adv = pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=10, init="none")
+    with torch.no_grad():
+        assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y) + 0.01
+
+
+def test_raises_the_kl_loss():
+    model, (x, y) = _model(), _batch(64)
+    model.eval()
+    x_adv = pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=10, loss="kl", init="normal")
+    x_rand = (x + (torch.rand_like(x) * 2 - 1) * 8 / 255).clamp(0, 1)
+    with torch.no_grad():
+        p = F.softmax(model(x), 1)
+        kl = lambda x_: F.kl_div(F.log_softmax(model(x_), 1), p, reduction="batchmean")
+        assert kl(x_adv) > 5 * kl(x_rand)
+
+
+def test_restores_mode_and_computes_no_weight_gradients():
+    model, (x, y) = _model(), _batch()
+    model.train()
+    model[1].eval()  # a submodule in its own mode must keep it
+    pgd(model, x, y, eps=0.03, step_size=0.01, steps=2)
+    assert model.training and not model[1].training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_generator_makes_it_reproducible_and_eps_zero_is_identity():
+    model, (x, y) = _model(), _batch()
+    a = pgd(model, x, y, eps=0.03, step_size=0.01, steps=3, generator=torch.Generator().manual_seed(3))
+    b = pgd(model, x, y, eps=0.03, step_size=0.01, steps=3, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert torch.equal(pgd(model, x, y, eps=0.0, step_size=0.01, steps=3), x)
+
+
+def test_callable_object_and_bad_arguments():
+    model, (x, y) = _model(), _batch()
+    attack = PGD(model, eps=8 / 255, steps=3)
+    assert attack(x, y).shape == x.shape and "steps=3" in repr(attack)
+    with pytest.raises(ValueError, match="attack.eps"):
+        pgd(model, x, y, eps=-0.1, step_size=0.01, steps=3)
+    with pytest.raises(ValueError, match="attack.step_size"):
+        pgd(model, x, y, eps=0.1, step_size=0, steps=3)
+    with pytest.raises(ValueError, match="attack.steps"):
+        pgd(model, x, y, eps=0.1, step_size=0.01, steps=0)
+    with pytest.raises(ValueError, match="attack.loss"):
+        pgd(model, x, y, eps=0.1, step_size=0.01, steps=1, loss="hinge")
