@@ -1,0 +1,107 @@
+"""Config helpers: the project-root resolver and the checks that run before any training.
+
+Every check names the offending key and value in one line (raised as :class:`ConfigError`);
+the entry points print that line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class UserError(Exception):
+    """A mistake or missing resource the user can fix; entry points print it as one line."""
+
+    kind = "error"
+    exit_code = 1
+
+
+class ConfigError(UserError, ValueError):
+    """A user mistake in the composed config."""
+
+    kind = "config error"
+    exit_code = 2
+
+
+class DataUnavailableError(UserError, RuntimeError):
+    """The dataset's files are missing and could not be obtained (e.g. no internet).
+
+    The message is one line that names the data path and says how to get the files.
+    """
+
+    kind = "data error"
+    exit_code = 1
+
+
+def project_root() -> str:
+    """BATLIT_ROOT if set; the source checkout for an editable install; else the working directory."""
+    if os.environ.get("BATLIT_ROOT"):
+        return os.environ["BATLIT_ROOT"]
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "batlit").is_dir():
+        return str(checkout)
+    return os.getcwd()
+
+
+def run_dir_of(ckpt: str) -> str:
+    """The training run directory a checkpoint belongs to (``<run>/checkpoints/last.ckpt``)."""
+    path = Path(str(ckpt)).expanduser().resolve()
+    return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("batlit_root"):
+        OmegaConf.register_new_resolver("batlit_root", project_root)
+    if not OmegaConf.has_resolver("batlit_run_dir"):
+        OmegaConf.register_new_resolver("batlit_run_dir", run_dir_of)
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+
+
+def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], rule: str) -> None:
+    value = _get(cfg, key)
+    if value is None:
+        return
+    try:
+        good = ok(value)
+    except TypeError:
+        good = False
+    if not good:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks on the keys a user types most; cheap, and run before data or model load."""
+    _check(cfg, "epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    _check(cfg, "seed", _is_int, "an integer")
+    _check(cfg, "attack.eps", lambda v: v >= 0, ">= 0")
+    for phase in ("train", "val", "test"):
+        _check(cfg, f"attack.{phase}.step_size", lambda v: v > 0, "> 0")
+        _check(cfg, f"attack.{phase}.steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    for phase in ("val", "test"):
+        _check(cfg, f"attack.{phase}.loss", lambda v: v in ("ce", "kl"), "one of ce, kl")
+        _check(cfg, f"attack.{phase}.init", lambda v: v in ("uniform", "normal", "none"),
+               "one of uniform, normal, none")
+    _check(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    _check(cfg, "data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    _check(cfg, "data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    _check(cfg, "data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
+    _check(cfg, "optimizer.lr", lambda v: v > 0, "> 0")
+    _check(cfg, "optimizer.weight_decay", lambda v: v >= 0, ">= 0")
+    _check(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    for key in ("method.beta", "method.alpha"):
+        _check(cfg, key, lambda v: v >= 0, ">= 0")
+    _check(cfg, "method.tau", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    data_k, model_k = _get(cfg, "data.num_classes"), _get(cfg, "model.num_classes")
+    if data_k is not None and model_k is not None and data_k != model_k:
+        raise ConfigError(f"model.num_classes={model_k} does not match data.num_classes={data_k}")

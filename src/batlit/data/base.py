@@ -1,0 +1,482 @@
+"""Shared base for batlit's LightningDataModules.
+
+Every dataset is held in memory as uint8 tensors ``(N, C, H, W)`` with long labels. A subclass only
+says how to get those tensors (:meth:`ImageDataModule._load`); the base class validates arguments,
+carves the validation split and the subsets, builds the dataloaders and applies the batched
+crop + flip augmentation on whatever device the batch lives on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import DataUnavailableError  # defined beside ConfigError: both are user errors
+
+__all__ = [
+    "DataUnavailableError",
+    "ImageDataModule",
+    "LoadedData",
+    "TensorImageDataset",
+    "default_cache_dir",
+    "passthrough_collate",
+    "stratified_split",
+]
+
+@dataclass
+class LoadedData:
+    """What a subclass's ``_load`` returns: the full train and test sets as uint8/long tensors."""
+
+    train_x: Tensor  # uint8 (N, C, H, W)
+    train_y: Tensor  # long (N,)
+    test_x: Tensor
+    test_y: Tensor
+    class_names: list[str]
+
+# --------------------------------------------------------------------------------------------------
+# Dataset and collation
+# --------------------------------------------------------------------------------------------------
+
+class TensorImageDataset(Dataset):
+    """A map-style dataset over in-memory uint8 images, yielding float32 images in [0, 1].
+
+    ``__getitems__`` returns a whole collated batch ``(x, y)`` with one indexing op and one
+    uint8 -> float conversion; the DataLoader's fetcher hands that result to
+    :func:`passthrough_collate`, which returns it unchanged. This avoids building and stacking
+    one small tensor per sample.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index].float().div_(255), self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx].float().div_(255), self.labels[idx]
+
+def passthrough_collate(batch: Any) -> Any:
+    """Collate function for :class:`TensorImageDataset`: ``__getitems__`` already collated.
+
+    Module level (not a lambda) so that it pickles for DataLoader worker processes.
+    """
+    return batch
+
+# --------------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------------
+
+def _generator(seed: int, salt: int) -> torch.Generator:
+    # Independent streams for the val split and each subset, so e.g. changing test_subset does not
+    # change which training images are kept.
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
+
+def stratified_split(labels: Tensor, n_first: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Randomly split ``range(len(labels))`` into ``n_first`` and the rest, stratified by label.
+
+    Each class contributes ``n_first * count_c / N`` samples rounded by largest remainder, so the
+    first part has exactly ``n_first`` samples and class proportions as close as integers allow.
+    Returns both index sets sorted ascending.
+    """
+    n = labels.numel()
+    if not 0 <= n_first <= n:
+        raise ValueError(f"cannot take {n_first} of {n} samples")
+    labels = labels.long()
+    counts = torch.bincount(labels)
+    # Integer arithmetic so the quotas sum to n_first exactly.
+    numer = counts * n_first
+    quota = numer // n
+    short = n_first - int(quota.sum())
+    if short > 0:
+        by_remainder = torch.sort(numer % n, descending=True, stable=True).indices
+        quota[by_remainder[:short]] += 1
+    perm = torch.randperm(n, generator=generator)
+    # Group the random permutation by class, keeping its random order within each class.
+    grouped = perm[torch.sort(labels[perm], stable=True).indices]
+    grouped_labels = labels[grouped]
+    class_start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(n) - class_start[grouped_labels]
+    take = rank < quota[grouped_labels]
+    return grouped[take].sort().values, grouped[~take].sort().values
+
+def _subset(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    if size is None or size >= y.numel():
+        return x, y
+    keep, _ = stratified_split(y, size, generator)
+    return x[keep], y[keep]
+
+# --------------------------------------------------------------------------------------------------
+# Cache helpers (used by subclasses that decode image files)
+# --------------------------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/batlit`` or ``~/.cache/batlit``: never inside a (possibly read-only) data root."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "batlit"
+
+def cache_key(payload: Any) -> str:
+    """A short stable hash of a JSON-serialisable description of the inputs."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+def load_cached(path: Path) -> LoadedData | None:
+    """Load decoded arrays saved by :func:`save_cached`; ``None`` if absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return LoadedData(
+                train_x=torch.from_numpy(z["train_x"]),
+                train_y=torch.from_numpy(z["train_y"]).long(),
+                test_x=torch.from_numpy(z["test_x"]),
+                test_y=torch.from_numpy(z["test_y"]).long(),
+                class_names=[str(c) for c in z["class_names"]],
+            )
+    except Exception as err:  # a truncated or foreign file: decode again rather than fail
+        warnings.warn(f"ignoring unreadable data cache '{path}': {err}", stacklevel=2)
+        return None
+
+def save_cached(path: Path, data: LoadedData) -> None:
+    """Save decoded arrays as an uncompressed .npz, atomically (concurrent DDP ranks may race)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    train_x=data.train_x.numpy(),
+                    train_y=data.train_y.numpy(),
+                    test_x=data.test_x.numpy(),
+                    test_y=data.test_y.numpy(),
+                    class_names=np.array(data.class_names, dtype=str),
+                )
+            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a cache may be shared
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as err:  # caching is an optimisation; an unwritable cache dir is not fatal
+        warnings.warn(f"could not write data cache '{path}': {err}", stacklevel=2)
+
+# --------------------------------------------------------------------------------------------------
+# The base DataModule
+# --------------------------------------------------------------------------------------------------
+
+def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+
+class ImageDataModule(L.LightningDataModule):
+    """Base LightningDataModule for in-memory image classification datasets.
+
+    Subclasses implement :meth:`_load` (and, when files may need fetching, :meth:`_ensure_files`).
+    Everything else lives here, once: argument validation, a seeded stratified validation split
+    carved from train, seeded stratified subsets, dataloaders yielding ``(x, y)`` with ``x`` float32
+    in [0, 1] ``(N, C, H, W)``, and batched random crop + horizontal flip applied on device in
+    :meth:`on_after_batch_transfer` while training.
+
+    Args:
+        root: folder holding (or receiving) the dataset files.
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        val_size: fraction of train (``< 1``) or number of train samples (``>= 1``) held out for
+            validation, stratified; 0 disables validation. Never taken from test.
+        train_subset, test_subset: keep a seeded stratified subset of this many samples (all of
+            them when the split is smaller).
+        augment: random crop (zero padding ``crop_padding``) + horizontal flip while training.
+        crop_padding: padding of the random crop; ``None`` means image size // 8.
+        seed: seed of the validation split and the subsets.
+        download: fetch missing files where the dataset supports it.
+        num_classes: expected number of classes; a mismatch with the data raises ``ValueError``.
+        **kwargs: only the keys in ``_config_only``; they live in the yaml for interpolation.
+    """
+
+    #: Keys the data configs carry for other config groups (model normalisation, sizes). They are
+    #: accepted and ignored, except that ``in_channels``/``image_size`` are checked against the data.
+    _config_only = ("mean", "std", "in_channels", "image_size", "name")
+    #: Name reported by :meth:`describe` unless the config gives ``name``.
+    dataset_name = "images"
+    #: Decode in prepare_data (one process per node) so that a slow first decode fills the cache
+    #: once and the other DDP ranks' setup() loads it, instead of every rank decoding at once.
+    _load_in_prepare_data = False
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_size: float | int = 0,
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        augment: bool = True,
+        crop_padding: int | None = 4,
+        seed: int = 0,
+        download: bool = True,
+        num_classes: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        unknown = [k for k in kwargs if k not in self._config_only]
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword argument(s) {unknown}; "
+                f"config-only keys allowed: {list(self._config_only)}"
+            )
+        _check_int("batch_size", batch_size, 1)
+        _check_int("eval_batch_size", eval_batch_size, 1, allow_none=True)
+        _check_int("num_workers", num_workers, 0)
+        _check_int("train_subset", train_subset, 1, allow_none=True)
+        _check_int("test_subset", test_subset, 1, allow_none=True)
+        _check_int("crop_padding", crop_padding, 0, allow_none=True)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"data.seed must be an integer, got {seed!r}")
+        _check_int("num_classes", num_classes, 1, allow_none=True)
+        self._val_size = self._parse_val_size(val_size)
+
+        self.root = str(root)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size) if eval_batch_size is not None else self.batch_size
+        self.num_workers = int(num_workers)
+        self.val_size = val_size
+        self.train_subset = train_subset
+        self.test_subset = test_subset
+        self.augment_enabled = bool(augment)  # `self.augment` is the method
+        self.crop_padding = crop_padding
+        self.seed = int(seed)
+        self.download = bool(download)
+        self._expected_num_classes = num_classes
+        self._config_hints = dict(kwargs)
+        self.name = str(kwargs.get("name") or self.dataset_name)
+
+        # Filled by setup().
+        self.num_classes: int | None = num_classes
+        self.class_names: list[str] | None = None
+        self.in_channels: int | None = None
+        self.image_size: tuple[int, int] | None = None
+        self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+        self._is_setup = False
+        self._prepared: LoadedData | None = None
+
+    # ---- validation ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse_val_size(val_size: Any) -> tuple[str, float]:
+        """Return ("fraction", f) or ("count", n) after validating ``val_size``."""
+        if isinstance(val_size, bool) or not isinstance(val_size, (int, float, np.integer, np.floating)):
+            raise ValueError(f"data.val_size must be a number, got {val_size!r}")
+        if not math.isfinite(val_size) or val_size < 0:
+            raise ValueError(f"data.val_size must be >= 0, got {val_size!r}")
+        if val_size < 1:
+            return ("fraction", float(val_size))
+        if float(val_size) != int(val_size):
+            raise ValueError(
+                f"data.val_size must be a fraction in [0, 1) or a whole number of samples >= 1, got {val_size!r}"
+            )
+        return ("count", int(val_size))
+
+    # ---- subclass interface ----------------------------------------------------------------------
+
+    def _ensure_files(self) -> None:
+        """Make sure the files exist (download if allowed) or raise :class:`DataUnavailableError`."""
+
+    def _load(self) -> LoadedData:
+        """Return the full train and test sets. Implemented by every subclass."""
+        raise NotImplementedError
+
+    # ---- LightningDataModule hooks ---------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Ensure the files exist (Lightning calls this on one process per node)."""
+        self._ensure_files()
+        if self._load_in_prepare_data and not self._is_setup and self._prepared is None:
+            self._prepared = self._load()  # kept for this process's setup()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the data once (idempotent), then build the validation split and subsets."""
+        if self._is_setup:
+            return
+        data, self._prepared = (self._prepared or self._load()), None
+        self._check_loaded(data)
+        class_names = list(data.class_names)
+        if self._expected_num_classes is not None and self._expected_num_classes != len(class_names):
+            raise ValueError(
+                f"data.num_classes is {self._expected_num_classes} but the {self.name} data has "
+                f"{len(class_names)} classes ({self.root})"
+            )
+        _, c, h, w = data.train_x.shape
+        self._check_hint("in_channels", c, c)
+        self._check_hint("image_size", (h, w), h if h == w else (h, w))
+
+        train_x, train_y = data.train_x, data.train_y.long()
+        val_x = val_y = None
+        kind, amount = self._val_size
+        n_val = math.ceil(amount * train_y.numel()) if kind == "fraction" else int(amount)
+        if n_val >= train_y.numel():
+            raise ValueError(
+                f"data.val_size={self.val_size!r} asks for {n_val} validation samples but the training "
+                f"set has only {train_y.numel()}"
+            )
+        if n_val > 0:
+            val_idx, train_idx = stratified_split(train_y, n_val, _generator(self.seed, 1))
+            val_x, val_y = train_x[val_idx], train_y[val_idx]
+            train_x, train_y = train_x[train_idx], train_y[train_idx]
+        train_x, train_y = _subset(train_x, train_y, self.train_subset, _generator(self.seed, 2))
+        test_x, test_y = _subset(data.test_x, data.test_y.long(), self.test_subset, _generator(self.seed, 3))
+
+        self.train_x, self.train_y = train_x.contiguous(), train_y.contiguous()
+        self.val_x = val_x.contiguous() if val_x is not None else None
+        self.val_y = val_y.contiguous() if val_y is not None else None
+        self.test_x, self.test_y = test_x.contiguous(), test_y.contiguous()
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.in_channels = int(c)
+        self.image_size = (int(h), int(w))
+        self._is_setup = True
+
+    def _check_loaded(self, data: LoadedData) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+            if x.dtype != torch.uint8 or x.ndim != 4 or y.shape != (x.shape[0],):
+                raise TypeError(
+                    f"{type(self).__name__}._load returned {split}_x {x.dtype} {tuple(x.shape)} and "
+                    f"{split}_y {tuple(y.shape)}; expected uint8 (N, C, H, W) and (N,)"
+                )
+        if data.train_x.shape[1:] != data.test_x.shape[1:]:
+            raise ValueError(
+                f"train images are {tuple(data.train_x.shape[1:])} but test images are "
+                f"{tuple(data.test_x.shape[1:])} (C, H, W) in {self.root}"
+            )
+        if data.train_x.shape[0] == 0 or data.test_x.shape[0] == 0:
+            raise ValueError(f"empty train or test split in {self.root}")
+        k = len(data.class_names)
+        for split, y in (("train", data.train_y), ("test", data.test_y)):
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+                raise ValueError(f"{split} labels must lie in [0, {k}) for {k} class names")
+
+    def _check_hint(self, key: str, actual: Any, shown: Any) -> None:
+        # The yaml's in_channels/image_size feed the model config by interpolation; catch a
+        # disagreement here rather than as a shape error deep inside the model.
+        hint = self._config_hints.get(key)
+        if hint is None:
+            return
+        want = tuple(int(v) for v in hint) if isinstance(hint, Sequence) and not isinstance(hint, str) else hint
+        if key == "image_size" and isinstance(want, int):
+            want = (want, want)
+        if want != actual:
+            raise ValueError(f"data.{key} is {hint!r} but the {self.name} data has {key} {shown!r} ({self.root})")
+
+    # ---- dataloaders -----------------------------------------------------------------------------
+
+    def _loader(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+        # Default sampler (shuffle=True -> RandomSampler) so seed_everything and Lightning's
+        # DistributedSampler injection both work.
+        return DataLoader(
+            TensorImageDataset(x, y),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            collate_fn=passthrough_collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _require_setup(self) -> None:
+        if not self._is_setup:
+            self.setup()
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return self._loader(self.train_x, self.train_y, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation split, or ``[]`` (Lightning then skips validation) when val_size is 0."""
+        self._require_setup()
+        if self.val_x is None:
+            return []
+        return self._loader(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return self._loader(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)
+
+    # ---- augmentation ----------------------------------------------------------------------------
+
+    def augment(self, x: Tensor) -> Tensor:
+        """Random crop (zero padding ``crop_padding``) + horizontal flip of a batch ``(N, C, H, W)``.
+
+        Batched on ``x``'s device with the global torch RNG of that device (seeded by Lightning's
+        ``seed_everything``): per-sample offsets and flips are drawn once, and the crop and flip
+        are a single gather with advanced indexing.
+        """
+        if x.ndim != 4:
+            raise ValueError(f"augment expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        pad = self.crop_padding if self.crop_padding is not None else max(h, w) // 8
+        dev = x.device
+        if pad > 0:
+            x = F.pad(x, (pad, pad, pad, pad))  # zeros
+            oy = torch.randint(0, 2 * pad + 1, (n, 1), device=dev)
+            ox = torch.randint(0, 2 * pad + 1, (n, 1), device=dev)
+        else:
+            oy = ox = torch.zeros(n, 1, dtype=torch.long, device=dev)
+        flip = torch.rand(n, 1, device=dev) < 0.5
+        cols = torch.arange(w, device=dev)
+        # Flip by reading columns right to left: the flip is folded into the crop's gather.
+        cols = ox + torch.where(flip, w - 1 - cols, cols)  # (N, W)
+        rows = oy + torch.arange(h, device=dev)  # (N, H)
+        batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
+        chan = torch.arange(c, device=dev).view(1, c, 1, 1)
+        return x[batch, chan, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches after they reach the device (never val/test batches)."""
+        if self.trainer is not None and self.trainer.training and self.augment_enabled:
+            x, y = batch
+            return self.augment(x), y
+        return batch
+
+    # ---- reporting -------------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        """A summary for logs: name, split sizes, classes and image geometry (calls setup if needed)."""
+        self._require_setup()
+        return {
+            "name": self.name,
+            "root": self.root,
+            "train_size": int(self.train_y.numel()),
+            "val_size": int(self.val_y.numel()) if self.val_y is not None else 0,
+            "test_size": int(self.test_y.numel()),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "in_channels": self.in_channels,
+            "image_size": list(self.image_size),
+        }
