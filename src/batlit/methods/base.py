@@ -1,0 +1,161 @@
+"""The Lightning plumbing every adversarial-training method shares, written once.
+
+A method subclass says only what is its own (DESIGN.md §2.1):
+
+- ``perturb(x, y)``: which examples its attack makes (run with the model in eval mode);
+- ``objective(x, y, examples)``: its loss, as a dict of named terms with the total under ``"loss"``.
+
+Validation and test run the evaluation attack of ``attack.val`` / ``attack.test`` and feed
+:class:`~batlit.metrics.ClassWiseRobustness`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from ..attacks import pgd
+from ..metrics import ClassWiseRobustness
+
+SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
+
+
+class StepDecay:
+    """lr factor γ^(number of milestones passed) — a MultiStepLR whose state is plain numbers."""
+
+    def __init__(self, milestones: Sequence[int], gamma: float) -> None:
+        self.milestones = sorted(int(m) for m in milestones)
+        self.gamma = float(gamma)
+
+    def __call__(self, epoch: int) -> float:
+        return self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
+class AdversarialMethod(L.LightningModule):
+    """Base class: a model, its training attack settings, its optimiser and the class-wise evaluation.
+
+    Args:
+        model: maps images in [0, 1] to logits and exposes ``num_classes``.
+        attack: ``{"eps", "train": {steps, step_size}, "val": {...}, "test": {...}}`` (conf/attack).
+        optimizer: ``{"name": "sgd"|"adam", "lr", "momentum", "weight_decay", ...}`` (conf/optimizer).
+        scheduler: ``{"name": "multistep"|"cosine"|"onecycle"|"constant", ...}`` (conf/scheduler).
+        class_names: shown in tables and logs.
+        run_config: the composed run config; stored in every checkpoint so a run can be re-created.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        attack: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.num_classes = int(model.num_classes)
+        self.class_names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
+        self.eps = float(attack["eps"])
+        self.train_attack = {"eps": self.eps, "steps": int(attack["train"]["steps"]),
+                             "step_size": float(attack["train"]["step_size"])}
+        self.val_metric = ClassWiseRobustness(self.num_classes)
+        self.test_metric = ClassWiseRobustness(self.num_classes)
+        self.test_results: dict[str, Tensor] | None = None
+
+    # ---- what a method defines -------------------------------------------------------------
+    def perturb(self, x: Tensor, y: Tensor) -> Any:
+        """The examples the objective trains on (``None`` for clean training)."""
+        raise NotImplementedError
+
+    def objective(self, x: Tensor, y: Tensor, examples: Any) -> dict[str, Tensor]:
+        """The method's loss: ``{"loss": total, <term>: value, ...}``."""
+        raise NotImplementedError
+
+    # ---- training ----------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        examples = self.perturb(x, y)
+        losses = self.objective(x, y, examples)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()},
+                      on_step=False, on_epoch=True, prog_bar=False, batch_size=len(y))
+        self.log("train/loss_step", losses["loss"].detach(), on_step=True, on_epoch=False, prog_bar=True)
+        return losses["loss"]
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def evaluation_attack(self, x: Tensor, y: Tensor, phase: str) -> Tensor:
+        """PGD on cross-entropy with a uniform start (DESIGN.md §3; PGD-20 at test)."""
+        spec = self.hparams.attack[phase]
+        return pgd(self.model, x, y, eps=self.eps, step_size=float(spec["step_size"]),
+                   steps=int(spec["steps"]), loss=spec.get("loss", "ce"), init=spec.get("init", "uniform"))
+
+    def _robustness_step(self, batch: tuple[Tensor, Tensor], metric: ClassWiseRobustness, phase: str) -> None:
+        x, y = batch
+        x_adv = self.evaluation_attack(x, y, phase)
+        with torch.no_grad():
+            metric.update(self.model(x), self.model(x_adv), y)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._robustness_step(batch, self.val_metric, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._robustness_step(batch, self.test_metric, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_metric.update_count:
+            results = self.val_metric.compute()
+            for key in SUMMARY_KEYS:
+                self.log(f"val/{key}", results[key], prog_bar=key in ("rob_avg", "rob_worst"))
+        self.val_metric.reset()
+
+    def on_test_epoch_end(self) -> None:
+        results = self.test_metric.compute()
+        self.log_dict({f"test/{k}": results[k] for k in SUMMARY_KEYS})
+        self.test_results = {k: v.detach().cpu() for k, v in results.items()}
+        self.test_metric.reset()
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt_cfg, params = dict(self.hparams.optimizer), self.model.parameters()
+        name = opt_cfg.get("name", "sgd")
+        if name == "sgd":
+            optimizer = torch.optim.SGD(params, lr=opt_cfg["lr"], momentum=opt_cfg.get("momentum", 0.9),
+                                        weight_decay=opt_cfg.get("weight_decay", 0.0),
+                                        nesterov=opt_cfg.get("nesterov", False))
+        elif name == "adam":
+            optimizer = torch.optim.Adam(params, lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 0.0))
+        else:
+            raise ValueError(f"optimizer.name must be sgd or adam, got {name!r}")
+        sched_cfg = dict(self.hparams.scheduler or {"name": "constant"})
+        kind = sched_cfg.get("name", "constant")
+        if kind == "constant":
+            return optimizer
+        if kind == "multistep":
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, StepDecay(sched_cfg["milestones"], sched_cfg.get("gamma", 0.1)))
+            interval = "epoch"
+        elif kind == "cosine":
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
+            interval = "epoch"
+        elif kind == "onecycle":
+            schedule = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=opt_cfg["lr"], total_steps=int(self.trainer.estimated_stepping_batches),
+                pct_start=sched_cfg.get("pct_start", 0.25))
+            interval = "step"
+        else:
+            raise ValueError(f"scheduler.name must be constant, multistep, cosine or onecycle, got {kind!r}")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval}}
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from .. import __version__
+
+        checkpoint["batlit"] = {"version": __version__, "class_names": self.class_names,
+                                "num_classes": self.num_classes, "method": type(self).__name__}

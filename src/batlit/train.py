@@ -1,0 +1,137 @@
+"""Train a method and evaluate it class-wise: ``python -m batlit.train [overrides]``.
+
+Examples::
+
+    python -m batlit.train experiment=quickstart
+    python -m batlit.train method=trades data=cifar10 model=resnet18 method.beta=6
+    python -m batlit.train -m method=trades method.beta=1,6
+
+Writes into the Hydra run directory: ``metrics.json``, ``checkpoints/last.ckpt``, the composed
+config (``config.yaml`` and ``.hydra/``) and the logger's files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .config import ConfigError, UserError, register_resolvers, validate
+from .reporting import format_table, results_to_json
+
+register_resolvers()
+log = logging.getLogger("batlit")
+
+
+def _quiet_lightning() -> None:
+    """Keep the console to what a user acts on."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (".*does not have many workers.*", ".*is smaller than the logging interval.*",
+                    ".*Total length of .* across ranks is zero.*", ".*treespec, LeafSpec.*"):
+        warnings.filterwarnings("ignore", message)
+
+
+def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with a user's bad argument reported as one line naming the group."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{key}: {cause}") from err
+        raise
+
+
+def choices() -> dict[str, str]:
+    """The option chosen in each config group (method, data, model, ...)."""
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Everything after config composition; returns the test summary (also written to metrics.json)."""
+    validate(cfg)  # before the heavy imports: a typo costs a second, not a model
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = _instantiate(cfg.data, "data")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        if cfg.data.get("num_classes") is None:
+            cfg.data.num_classes = datamodule.num_classes
+    validate(cfg)  # now that data.num_classes is known, model and data must agree
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    model = _instantiate(cfg.model, "model")
+    method = _instantiate(
+        cfg.method, "method", _recursive_=False, _convert_="all", model=model,
+        attack=OmegaConf.to_container(cfg.attack, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        class_names=list(datamodule.class_names),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
+    trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=[checkpoints])
+
+    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if not cfg.get("test", True):
+        return {}
+    trainer.test(method, datamodule=datamodule, verbose=False)
+    summary = results_to_json(method.test_results, method.class_names)
+    picked = choices()
+    record = {
+        "method": picked.get("method"), "data": picked.get("data"), "model": picked.get("model"),
+        "experiment": picked.get("experiment"), "seed": cfg.seed, "epochs": cfg.epochs,
+        "num_classes": method.num_classes, "class_names": method.class_names,
+        "num_test_samples": int(sum(summary["count_per_class"])),
+        "attack": {"name": "pgd", "eps": cfg.attack.eps, **OmegaConf.to_container(cfg.attack.test)},
+        "batlit_version": _version(), "torch_version": torch.__version__,
+        **summary,
+    }
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+        attack = record["attack"]
+        print(f"\nTest: clean and PGD-{attack['steps']} (eps={attack['eps']:.4g}) errors in %, "
+              f"{record['num_test_samples']} images  [{record['method']} / {record['data']} / {record['model']}]")
+        print(format_table(summary, method.class_names))
+        print(f"\nOutputs written to {run_dir}")
+        print(f"  metrics:    {run_dir / 'metrics.json'}")
+        print(f"  checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")
+        print(f"  config:     {run_dir / 'config.yaml'}")
+    return record
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    _quiet_lightning()
+    try:
+        record = run(cfg)
+    except UserError as err:
+        print(f"batlit: {err.kind}: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    return record.get("rob_worst")  # what a Hydra sweeper minimises
+
+
+if __name__ == "__main__":
+    main()

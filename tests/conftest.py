@@ -1,0 +1,43 @@
+"""Shared test helpers: run the real CLI in a subprocess, find the shared CIFAR-10 JPEG copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR10_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+
+# A tiny, fast run: synthetic data, small CNN, 2-step attacks, CPU.
+TINY = [
+    "data=synthetic", "model=small_cnn", "trainer=cpu", "epochs=1",
+    "attack.train.steps=2", "attack.val.steps=2", "attack.test.steps=2",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    env.pop("WANDB_MODE", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def train(run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
+    """Train through the CLI into run_dir and return its metrics.json."""
+    proc = run_cli("batlit.train", *(TINY if tiny else []), *overrides, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def shared_cifar10_jpeg() -> Path:
+    if not (SHARED_CIFAR10_JPEG / "train.zip").is_file():
+        pytest.skip(f"real CIFAR-10 JPEG copy not found at {SHARED_CIFAR10_JPEG} (../shared/data/cifar10-jpeg "
+                    "beside the checkout); it is never part of the repo")
+    return SHARED_CIFAR10_JPEG

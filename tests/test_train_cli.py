@@ -1,0 +1,94 @@
+"""The training entry point, as a user runs it: python -m batlit.train ..."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY, run_cli, train
+
+SUMMARY = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
+
+
+@pytest.mark.parametrize("method", ["standard", "pgd_at", "trades"])
+def test_each_method_trains_on_synthetic_and_writes_outputs(tmp_path, method):
+    record = train(tmp_path, f"method={method}")
+    assert record["method"] == method and record["data"] == "synthetic" and record["model"] == "small_cnn"
+    for key in SUMMARY:
+        assert 0.0 <= record[key] <= 1.0
+    for name in ("std", "bndy", "rob"):
+        per_class = record[f"{name}_per_class"]
+        assert len(per_class) == record["num_classes"] == len(record["class_names"])
+        assert record[f"{name}_worst"] == pytest.approx(max(per_class))
+        assert record[f"{name}_worst_class"] in record["class_names"]
+    assert record["rob_avg"] == pytest.approx(record["std_avg"] + record["bndy_avg"], abs=1e-6)
+    assert record["attack"]["steps"] == 2 and record["attack"]["loss"] == "ce"
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("method", ["standard", "pgd_at", "trades"])
+def test_each_method_trains_on_digits(tmp_path, method):
+    record = train(tmp_path, f"method={method}", "data=digits", "attack=digits", "epochs=2",
+                   "attack.train.steps=2", "attack.test.steps=2", "attack.val.steps=1")
+    assert record["num_test_samples"] == 450 and record["class_names"][0] == "0"
+
+
+def test_same_seed_gives_same_metrics_on_cpu(tmp_path):
+    a = train(tmp_path / "a", "method=trades", "seed=3")
+    b = train(tmp_path / "b", "method=trades", "seed=3")
+    for key in SUMMARY + ("rob_per_class",):
+        assert a[key] == b[key]
+
+
+def test_tensorboard_logger(tmp_path):
+    train(tmp_path, "logger=tensorboard")
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_quickstart_prints_the_table_and_the_output_dir(tmp_path):
+    proc = run_cli("batlit.train", "experiment=quickstart", "trainer.enable_progress_bar=false",
+                   f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for word in ("class", "Std", "Bndy", "Rob", "avg", "worst", "Outputs written to", str(tmp_path)):
+        assert word in out
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["method"] == "pgd_at" and record["data"] == "digits"
+    # adversarial training on digits: robust error clearly above standard error, and unequal across classes
+    assert record["rob_avg"] > record["std_avg"] + 0.05
+    assert record["rob_worst"] > record["rob_avg"] + 0.03
+
+
+@pytest.mark.parametrize("override,key", [
+    ("attack.eps=-0.1", "attack.eps"),
+    ("attack.train.step_size=0", "attack.train.step_size"),
+    ("attack.train.steps=0", "attack.train.steps"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("epochs=0", "epochs"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("model.num_classes=7", "model.num_classes"),
+])
+def test_bad_input_stops_before_training_with_one_line(tmp_path, override, key):
+    proc = run_cli("batlit.train", *TINY, override, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert key in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_group_option_lists_the_choices(tmp_path):
+    proc = run_cli("batlit.train", "method=nonsense", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "nonsense" in proc.stderr and "pgd_at" in proc.stderr and "trades" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_cifar10_fails_fast_naming_the_path(tmp_path):
+    root = tmp_path / "nowhere"
+    proc = run_cli("batlit.train", "data=cifar10", "model=small_cnn", f"data.root={root}", "data.download=false",
+                   f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
+    assert proc.returncode == 1
+    assert str(root) in proc.stderr and "Traceback" not in proc.stderr
