@@ -1,5 +1,6 @@
 """torchmetrics for robust fairness."""
 
 from .classwise import ClassWiseRobustness
+from .steps import StepsToBoundary
 
-__all__ = ["ClassWiseRobustness"]
+__all__ = ["ClassWiseRobustness", "StepsToBoundary"]

@@ -1,0 +1,213 @@
+"""Source- and target-class fairness of a trained model: ``python -m batlit.analyze ckpt=PATH``.
+
+Source-class fairness (the BAT paper's Figure 2, right): per class, the mean number of small
+attack steps until a sample is first misclassified, and per step the fraction of each class
+still classified correctly. Target-class fairness (Figure 2, left): the confusion matrix of
+adversarial predictions, the distribution of adversarial targets and its KL and total-variation
+distance to uniform. Writes ``analysis.json``, ``confusion.png``, ``classwise.png`` and
+``survival.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, UserError, register_resolvers
+
+register_resolvers()
+
+
+def target_distribution(confusion: torch.Tensor) -> torch.Tensor:
+    """Normalised column sums of the adversarial confusion matrix over misclassified samples."""
+    off = confusion.double().clone()
+    off.fill_diagonal_(0)
+    total = off.sum()
+    return off.sum(0) / total if total > 0 else torch.full((len(off),), 1 / len(off), dtype=torch.double)
+
+
+def distance_to_uniform(dist: torch.Tensor) -> dict[str, float]:
+    """KL(dist ‖ U) and total variation ½ Σ |dist − 1/K|."""
+    k = len(dist)
+    nz = dist[dist > 0]
+    return {"kl_to_uniform": float((nz * (nz * k).log()).sum()),
+            "tv_to_uniform": float(0.5 * (dist - 1 / k).abs().sum())}
+
+
+def analyze(model: torch.nn.Module, loader, num_classes: int, cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    from .attacks import boundary_pgd, pgd
+    from .metrics import ClassWiseRobustness, StepsToBoundary
+
+    src, tgt, K, S = cfg.source, cfg.target, num_classes, int(cfg.source.steps)
+    steps_metric = StepsToBoundary(K, S).to(device)
+    robustness = ClassWiseRobustness(K).to(device)
+    first_mis = torch.zeros(K, S + 1, dtype=torch.long, device=device)  # [class, k*] counts
+    confusion = torch.zeros(K * K, dtype=torch.long, device=device)
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        steps = boundary_pgd(model, x, y, eps=src.eps, step_size=src.step_size, steps=S, tau=0,
+                             init_std=0.0, loss=src.loss).steps
+        steps_metric.update(steps, y)
+        first_mis.view(-1).scatter_add_(0, y * (S + 1) + steps, torch.ones_like(y))
+        x_adv = pgd(model, x, y, eps=tgt.eps, step_size=tgt.step_size, steps=int(tgt.steps), loss="ce")
+        with torch.no_grad():
+            clean, adv = model(x).argmax(1), model(x_adv).argmax(1)
+        confusion += torch.bincount(y * K + adv, minlength=K * K)
+        robustness.update(clean, adv, y)
+    stats = {k: v.cpu() for k, v in steps_metric.compute().items()}
+    confusion = confusion.view(K, K).cpu()
+    # survival[c][k]: fraction of class c not yet misclassified at evaluation k (the per-step diagonal)
+    counts = first_mis.cpu().double()
+    survival = 1 - counts.cumsum(1)[:, :S] / counts.sum(1, keepdim=True).clamp(min=1)
+    marks = sorted({0, *[int(round(S * f)) for f in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)], S - 1})
+    dist = target_distribution(confusion)
+    rob = {k: v.cpu() for k, v in robustness.compute().items()}
+    return {
+        "source": {**OmegaConf.to_container(src), "mean_steps_per_class": stats["mean_per_class"].tolist(),
+                   "never_misclassified_per_class": stats["never_per_class"].tolist(),
+                   "mean_steps": float(stats["mean"]), "never_misclassified": float(stats["never"]),
+                   "survival": {"steps": marks, "per_class": survival[:, marks].tolist()}},
+        "target": {**OmegaConf.to_container(tgt), "confusion": confusion.tolist(),
+                   "target_distribution": dist.tolist(), **distance_to_uniform(dist)},
+        "robustness": {k: (v.tolist() if v.ndim else float(v)) for k, v in rob.items()
+                       if not k.endswith("_worst_class")},
+    }
+
+
+def plot(result: dict[str, Any], class_names: list[str], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    K, written = len(class_names), []
+    conf = np.asarray(result["target"]["confusion"], dtype=float)
+    conf = conf / np.clip(conf.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * K, 1 + 0.45 * K) if K <= 20 else (12, 11))
+    im = ax.imshow(conf, cmap="Blues", vmin=0, vmax=1)
+    if K <= 20:
+        ax.set_xticks(range(K), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(K), class_names)
+        for i in range(K):
+            for j in range(K):
+                ax.text(j, i, f"{conf[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if conf[i, j] > 0.5 else "black")
+    ax.set_xlabel("adversarial prediction")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Adversarial confusion (PGD-{result['target']['steps']}), rows normalised")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    written.append(out_dir / "confusion.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(max(12, 0.5 * K * 3), 3.8))
+    pos = np.arange(K)
+    axes[0].bar(pos, result["source"]["mean_steps_per_class"], color="tab:orange")
+    axes[0].set_title("Source class: mean steps to first misclassification")
+    dist = result["target"]["target_distribution"]
+    axes[1].bar(pos, dist, color="tab:purple")
+    axes[1].axhline(1 / K, color="black", linestyle="--", linewidth=1, label="uniform")
+    axes[1].set_title(f"Target class: adversarial targets (KL {result['target']['kl_to_uniform']:.3f})")
+    axes[1].legend()
+    std = np.asarray(result["robustness"]["std_per_class"]) * 100
+    bndy = np.asarray(result["robustness"]["bndy_per_class"]) * 100
+    axes[2].bar(pos, std, label="standard", color="tab:blue")
+    axes[2].bar(pos, bndy, bottom=std, label="boundary", color="tab:red")
+    axes[2].set_title("Robust error per class (%) = standard + boundary")
+    axes[2].legend()
+    for ax in axes:
+        if K <= 20:
+            ax.set_xticks(pos, class_names, rotation=45, ha="right")
+    fig.tight_layout()
+    written.append(out_dir / "classwise.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    surv = result["source"]["survival"]
+    for name, row in zip(class_names, surv["per_class"]):
+        ax.plot(surv["steps"], row, marker="o", markersize=3, label=name)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("attack step")
+    ax.set_ylabel("fraction not yet misclassified")
+    ax.set_title("Per-class accuracy along the attack")
+    if K <= 20:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    written.append(out_dir / "survival.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    return written
+
+
+def _check_attack(cfg: DictConfig) -> None:
+    for part in ("source", "target"):
+        for key, ok in (("eps", lambda v: v >= 0), ("step_size", lambda v: v > 0),
+                        ("steps", lambda v: isinstance(v, int) and v >= 1)):
+            value = cfg[part][key]
+            if value is not None and not ok(value):
+                raise ConfigError(f"{part}.{key} out of range: {value!r}")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if not Path(str(cfg.ckpt)).is_file():  # before the heavy imports
+        raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
+    import lightning as L
+
+    from .checkpoint import datamodule_for, load_run
+
+    if cfg.n_samples is not None and (not isinstance(cfg.n_samples, int) or cfg.n_samples < 1):
+        raise ConfigError(f"n_samples must be an integer >= 1 or null, got {cfg.n_samples!r}")
+    _check_attack(cfg)
+    run = load_run(cfg.ckpt)
+    for part, fraction in (("source", 20), ("target", 4)):  # null: from the run's threat model
+        node = cfg[part]
+        if node.eps is None:
+            node.eps = float(run.config.attack.eps)
+        if node.step_size is None:
+            node.step_size = node.eps / fraction
+    _check_attack(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    dm = datamodule_for(run.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
+    model = run.model.to(device)
+    result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"ckpt": str(Path(cfg.ckpt).resolve()), "class_names": run.class_names,
+              "n_samples": len(dm.test_dataloader().dataset), **result}
+    (out_dir / "analysis.json").write_text(json.dumps(record, indent=2))
+    figures = plot(record, run.class_names, out_dir)
+    K = len(run.class_names)
+    print(f"Source class: mean steps to first misclassification ({cfg.source.steps} x {cfg.source.step_size:.4g})")
+    for name, s in zip(run.class_names[:20], record["source"]["mean_steps_per_class"]):
+        print(f"  {name:<12} {s:8.1f}")
+    print(f"Target class: KL to uniform {record['target']['kl_to_uniform']:.4f}, "
+          f"TV {record['target']['tv_to_uniform']:.4f} over {K} classes")
+    print(f"Outputs written to {out_dir}")
+    for path in [out_dir / "analysis.json", *figures]:
+        print(f"  {path}")
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except UserError as err:
+        print(f"batlit: {err.kind}: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()

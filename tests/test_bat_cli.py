@@ -1,0 +1,72 @@
+"""BAT through the real CLI: a training run, the Table 2 ablations as one multirun, and analyze."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import TINY, run_cli, train
+
+
+def test_bat_trains_and_logs_every_term_and_per_class_steps(tmp_path):
+    record = train(tmp_path, "method=bat", "epochs=2")
+    assert record["method"] == "bat"
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    logged = {k for row in rows for k, v in row.items() if v}
+    for key in ("train/loss", "train/natural", "train/robust_kl", "train/target", "train/uniform_last_clean",
+                "train/uniform_first_adv", "train/steps_to_boundary", "train/never_misclassified",
+                "train/steps_to_boundary/class0", "train/steps_to_boundary/class9"):
+        assert key in logged, key
+    per_epoch = [row for row in rows if row.get("train/never_misclassified")]
+    assert len(per_epoch) == 2
+    assert all(0.0 <= float(row["train/never_misclassified"]) <= 1.0 for row in per_epoch)
+
+
+def test_bat_on_digits_with_paper_direction_and_fused_forward(tmp_path):
+    record = train(tmp_path, "method=bat", "data=digits", "attack=digits", "method.uniform_kl=uniform_to_model",
+                   "method.fused_forward=true", "attack.train.steps=3")
+    assert record["num_classes"] == 10
+
+
+def test_table2_ablation_rows_each_train(tmp_path):
+    rows = ",".join(f"bat_ablation_row{i}" for i in range(1, 7))
+    proc = run_cli("batlit.train", "-m", f"experiment={rows}", *TINY, f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in range(6):
+        record = json.loads((tmp_path / str(job) / "metrics.json").read_text())
+        assert record["experiment"] == f"bat_ablation_row{job + 1}" and record["method"] == "bat"
+    config = (tmp_path / "5" / "config.yaml").read_text()
+    assert "source: fixed" in config
+
+
+def test_bad_bat_option_names_the_key(tmp_path):
+    proc = run_cli("batlit.train", *TINY, "method=bat", "method.uniform_kl=sideways", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "method.uniform_kl" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("batlit.train", *TINY, "method=bat", "method.tau=-1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "method.tau" in proc.stderr
+
+
+def test_analyze_writes_json_and_figures(tmp_path):
+    train(tmp_path / "run", "method=bat", "epochs=2")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    proc = run_cli("batlit.analyze", f"ckpt={ckpt}", "n_samples=60", "source.steps=30", "source.step_size=0.004")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run" / "analysis"
+    result = json.loads((out / "analysis.json").read_text())
+    assert result["n_samples"] == 60 and len(result["class_names"]) == 10
+    src, tgt = result["source"], result["target"]
+    assert len(src["mean_steps_per_class"]) == 10 and all(0 <= s <= 30 for s in src["mean_steps_per_class"])
+    assert src["eps"] == pytest.approx(0.0313725, rel=1e-4)  # from the run's attack.eps
+    assert len(tgt["confusion"]) == 10 and sum(map(sum, tgt["confusion"])) == 60
+    assert sum(tgt["target_distribution"]) == pytest.approx(1.0)
+    assert tgt["kl_to_uniform"] >= 0 and 0 <= tgt["tv_to_uniform"] <= 1
+    assert len(result["robustness"]["rob_per_class"]) == 10
+    for name in ("confusion.png", "classwise.png", "survival.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_analyze_missing_checkpoint_is_one_line(tmp_path):
+    proc = run_cli("batlit.analyze", f"ckpt={tmp_path / 'none.ckpt'}")
+    assert proc.returncode == 2 and "none.ckpt" in proc.stderr and "Traceback" not in proc.stderr
