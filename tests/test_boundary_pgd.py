@@ -117,3 +117,27 @@ def test_bad_tau_and_loss():
         boundary_pgd(model, x, y, eps=0.1, step_size=0.01, steps=2, tau=-1)
     with pytest.raises(ValueError, match="attack.loss"):
         boundary_pgd(model, x, y, eps=0.1, step_size=0.01, steps=2, loss="mse")
+
+
+@pytest.mark.parametrize("compact,early_exit", [(False, True), (False, False)])
+def test_frozen_and_compacted_modes_agree(compact, early_exit):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    x, y = torch.rand(64, 3, 8, 8, dtype=torch.float64), torch.randint(0, 3, (64,))
+    model = model.double()
+    kw = dict(eps=8 / 255, step_size=2 / 255, steps=10, tau=1, init_std=0.0, loss="ce")
+    ref = boundary_pgd(model, x, y, compact=True, **kw)
+    out = boundary_pgd(model, x, y, compact=compact, early_exit=early_exit, **kw)
+    assert 0 < (ref.steps < 10).sum() < 64  # a mix of crossing and never-crossing samples
+    assert torch.equal(out.steps, ref.steps)
+    torch.testing.assert_close(out.last_clean, ref.last_clean)
+    torch.testing.assert_close(out.first_adv, ref.first_adv)
+
+
+def test_hand_case_without_compaction():
+    model = Threshold(0.35).double()
+    x = torch.tensor([0.1, 0.3, 0.2, 0.04, 0.0], dtype=torch.float64).view(-1, 1, 1, 1)
+    out = boundary_pgd(model, x, torch.tensor([0, 0, 1, 0, 0]), eps=1.0, step_size=0.1, steps=6, tau=1,
+                       init_std=0.0, loss="ce", compact=False)
+    assert out.steps.tolist() == [3, 1, 0, 4, 4]
+    assert _p(out.first_adv) == pytest.approx([0.5, 0.5, 0.1, 0.54, 0.5])

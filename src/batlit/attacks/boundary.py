@@ -46,6 +46,8 @@ def boundary_pgd(
     init_std: float = 0.001,
     loss: str = "kl",
     generator: torch.Generator | None = None,
+    compact: bool | None = None,
+    early_exit: bool = True,
 ) -> BoundaryExamples:
     """Early-stopping PGD that returns BAT's ``last_clean`` and ``first_adv`` from ONE trajectory.
 
@@ -62,6 +64,10 @@ def boundary_pgd(
         init_std: ξ of the Gaussian start (the authors' code: 0.001); 0 starts at x exactly.
         loss: ``"kl"``, KL(f(x) ‖ f(x_k)) summed (the authors' code), or ``"ce"``.
         generator: optional torch.Generator on x's device for the start.
+        compact: drop fixed samples from the batch (one host sync per step). None: on the CPU
+            only; on a GPU fixed samples are frozen in place, which keeps shapes static.
+        early_exit: end the loop once every ``first_adv`` is fixed (one host sync per step when not
+            compacting); False runs all K steps with no host sync.
     """
     check_threat_model(eps, step_size, steps)
     if int(tau) != tau or tau < 0:
@@ -69,48 +75,57 @@ def boundary_pgd(
     if loss not in LOSSES:
         raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     K, n = int(steps), x.shape[0]
+    compact = x.device.type == "cpu" if compact is None else compact
     x = x.detach()
     with eval_mode(model), torch.enable_grad():
         clean_probs = None
         if loss == "kl":
             with torch.no_grad():
                 clean_probs = F.softmax(model(x), dim=1)
-        x_k = random_start(x, eps, "normal", init_std, generator) if init_std > 0 else x.clone()
+        x_k = random_start(x, eps, "normal", init_std, generator)
         last_clean, first_adv = x_k.clone(), x_k.clone()
         first_mis = torch.full((n,), K, dtype=torch.long, device=x.device)
-        # The trajectory of the samples still moving ("active"), compacted; `rows` maps them back.
+        # The samples of the current batch; with compaction, `rows` maps them back to the input.
         rows = torch.arange(n, device=x.device)
         x_a, y_a, probs_a, prev = x, y, clean_probs, x_k       # prev = x_{k-1} (x_0 at k = 0)
         first_mis_a = first_mis.clone()
         mis_count = torch.zeros(n, dtype=torch.long, device=x.device)
+        active = torch.ones(n, dtype=torch.bool, device=x.device)   # first_adv not yet fixed
         for k in range(K):
             x_k.requires_grad_(True)
             logits = model(x_k)
             grad = input_gradient(attack_loss(loss, logits, y_a, probs_a), x_k)
             with torch.no_grad():
                 x_k = x_k.detach()
-                mis = logits.argmax(dim=1) != y_a
+                mis = (logits.argmax(dim=1) != y_a) & active
                 crossed = mis & (first_mis_a == K)        # first misclassified evaluation: k* = k
                 first_mis_a = torch.where(crossed, k, first_mis_a)
                 last_clean[rows] = torch.where(_bcast(crossed, prev), prev, last_clean[rows])
                 mis_count += mis
                 fixed = mis & (mis_count == tau + 1)
                 first_adv[rows] = torch.where(_bcast(fixed, x_k), x_k, first_adv[rows])
+                active &= ~fixed
                 x_next = project(x_k + step_size * grad.sign(), x_a, eps)
-                keep = (~fixed).nonzero().squeeze(1)    # the one host sync per step
-                if keep.numel() < len(rows):
-                    first_mis[rows] = first_mis_a
-                    if keep.numel() == 0:
+                if compact:
+                    keep = active.nonzero().squeeze(1)    # the one host sync per step
+                    if keep.numel() < len(rows):
+                        first_mis[rows] = first_mis_a
+                        if keep.numel() == 0:
+                            break
+                        rows, x_a, y_a, first_mis_a, mis_count, active = (
+                            rows[keep], x_a[keep], y_a[keep], first_mis_a[keep], mis_count[keep], active[keep])
+                        probs_a = probs_a[keep] if probs_a is not None else None
+                        x_k, x_next = x_k[keep], x_next[keep]
+                else:
+                    x_next = torch.where(_bcast(active, x_k), x_next, x_k)   # fixed samples stay put
+                    if early_exit and not bool(active.any()):                # the one host sync per step
+                        first_mis[rows] = first_mis_a
                         break
-                    rows, x_a, y_a, first_mis_a, mis_count = (
-                        rows[keep], x_a[keep], y_a[keep], first_mis_a[keep], mis_count[keep])
-                    probs_a = probs_a[keep] if probs_a is not None else None
-                    x_k, x_next = x_k[keep], x_next[keep]
                 prev, x_k = x_k, x_next
         else:
             # Samples still moving after K steps: first_adv = x_K; never misclassified: last_clean = x_K.
             first_mis[rows] = first_mis_a
-            first_adv[rows] = x_k
+            first_adv[rows] = torch.where(_bcast(active, x_k), x_k, first_adv[rows])
             never = first_mis_a == K
             last_clean[rows] = torch.where(_bcast(never, x_k), x_k, last_clean[rows])
     return BoundaryExamples(last_clean.detach(), first_adv.detach(), first_mis)

@@ -39,6 +39,7 @@ class BAT(AdversarialMethod):
             authors' three separate forwards let BatchNorm see each set's own statistics).
         source: ``boundary`` (x_clean^Φ, x_adv^Φ) or ``fixed`` (x, PGD-K x_adv).
         target: which of ``last_clean``, ``first_adv``, ``x_adv`` the target-class loss uses.
+        compact, early_exit: how :func:`~batlit.attacks.boundary_pgd` runs (same examples either way).
     """
 
     def __init__(
@@ -52,6 +53,8 @@ class BAT(AdversarialMethod):
         fused_forward: bool = False,
         source: str = "boundary",
         target: Sequence[str] = ("last_clean", "first_adv"),
+        compact: bool | None = None,
+        early_exit: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -65,13 +68,14 @@ class BAT(AdversarialMethod):
         self.alpha, self.beta, self.tau, self.init_std = float(alpha), float(beta), int(tau), float(init_std)
         self.uniform_kl, self.fused_forward = UNIFORM_KL[uniform_kl], bool(fused_forward)
         self.source, self.target = source, tuple(target)
+        self.boundary_options = {"compact": compact, "early_exit": bool(early_exit)}
         self.steps_to_boundary = StepsToBoundary(self.num_classes, self.train_attack["steps"])
 
     def perturb(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         examples = {"x": x}
         if self.source == "boundary" or {"last_clean", "first_adv"} & set(self.target):
             boundary = boundary_pgd(self.model, x, y, tau=self.tau, init_std=self.init_std, loss="kl",
-                                    **self.train_attack)
+                                    **self.boundary_options, **self.train_attack)
             self.steps_to_boundary.update(boundary.steps, y)
             examples.update(last_clean=boundary.last_clean, first_adv=boundary.first_adv)
         if self.source == "fixed" or "x_adv" in self.target:
