@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all quickstart clean
+.PHONY: help install test test-all quickstart bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,10 @@ test-all: ## every test, slow ones included
 
 quickstart: ## the README's first run: PGD-AT on the bundled digits, per-class table
 	$(BIN)/python -m batlit.train experiment=quickstart
+
+bench: ## training-step benchmark on the CPU (small CNN and ResNet-18, batch 128) into outputs/bench/
+	$(BIN)/python -m batlit.bench model=small_cnn batch_size=128 repeats=5 out=outputs/bench/small_cnn_b128_cpu.json
+	$(BIN)/python -m batlit.bench model=resnet18 batch_size=128 repeats=3 out=outputs/bench/resnet18_b128_cpu.json
 
 clean: ## remove caches and run outputs (keeps $(VENV))
 	rm -rf outputs multirun .pytest_cache build dist src/*.egg-info

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, UserError, register_resolvers
+from .config import ConfigError, exit_on_user_error, register_resolvers
 
 register_resolvers()
 
@@ -202,11 +201,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except UserError as err:
-        print(f"batlit: {err.kind}: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    exit_on_user_error(run, cfg)
 
 
 if __name__ == "__main__":

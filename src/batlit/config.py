@@ -7,8 +7,11 @@ the entry points print that line and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +38,15 @@ class DataUnavailableError(UserError, RuntimeError):
 
     kind = "data error"
     exit_code = 1
+
+
+def exit_on_user_error(run: Callable[..., T], *args: Any) -> T:
+    """Run an entry point; a :class:`UserError` becomes one line on stderr and its exit status."""
+    try:
+        return run(*args)
+    except UserError as err:
+        print(f"batlit: {err.kind}: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 def project_root() -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import ConfigError, UserError, register_resolvers, validate
+from .config import ConfigError, exit_on_user_error, register_resolvers, validate
 from .reporting import format_table, results_to_json
 
 register_resolvers()
@@ -125,11 +124,7 @@ def _version() -> str:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     _quiet_lightning()
-    try:
-        record = run(cfg)
-    except UserError as err:
-        print(f"batlit: {err.kind}: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    record = exit_on_user_error(run, cfg)
     return record.get("rob_worst")  # what a Hydra sweeper minimises
 
 

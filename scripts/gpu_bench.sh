@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The prepared GPU check: install what is missing from wheels carried beside the checkout
+# ($WHEELS, default .wheels/: hydra-core, omegaconf, antlr4-python3-runtime), run the CUDA-only
+# tests and the training-step benchmark, and write every result into $OUT.
+#
+#   OUT=gpu-results bash scripts/gpu_bench.sh            # on a GPU machine (about 3 minutes on an H100)
+#   OUT=/tmp/dry BATLIT_DRY_RUN=1 bash scripts/gpu_bench.sh   # tiny sizes, runs on a CPU
+#
+# Make the wheels on a machine with package access:
+#   pip wheel --no-deps -w .wheels hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT to the folder for the results}
+WHEELS=${WHEELS:-.wheels}
+PY=${PYTHON:-python3}
+DRY=${BATLIT_DRY_RUN:-0}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+[ -e src/batlit/conf ] || ln -s ../../conf src/batlit/conf   # a copy that dropped the link
+
+{
+  echo "== environment"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import hydra, omegaconf" 2>/dev/null || "$PY" -m pip install -q --no-index --find-links "$WHEELS" \
+      hydra-core omegaconf antlr4-python3-runtime
+  "$PY" -c "import sys, torch, lightning, hydra; print(sys.version.split()[0], 'torch', torch.__version__, \
+'lightning', lightning.__version__, 'hydra', hydra.__version__, 'cuda', torch.cuda.is_available())"
+} >"$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+status=0
+echo "== CUDA-only tests"
+"$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1 || status=1
+tail -n 3 "$OUT/cuda_tests.txt"
+
+if [ "$DRY" = 1 ]; then
+  runs=("small_cnn 16 32 false 1 0")
+else
+  runs=("resnet18 128 32 false 5 2" "resnet18 128 bf16 true 5 2" "resnet18 512 32 true 5 2" "resnet18 512 bf16 true 5 2")
+fi
+for run in "${runs[@]}"; do
+  read -r model batch precision cl repeats warmup <<<"$run"
+  name="bench_${model}_b${batch}_${precision}$([ "$cl" = true ] && echo _cl)"
+  echo "== $name"
+  "$PY" -m batlit.bench model="$model" batch_size="$batch" precision="$precision" channels_last="$cl" \
+      repeats="$repeats" warmup="$warmup" out="$OUT/$name.json" \
+      'methods=[standard,pgd_at,trades,bat,bat_compact,bat_nosync,reference_bat]' >"$OUT/$name.txt" 2>&1 || status=1
+  cat "$OUT/$name.txt"
+done
+echo "results in $OUT (status $status)"
+exit $status

@@ -1,0 +1,208 @@
+"""Training-step benchmark: ``python -m batlit.bench model=<m> data=<d> batch_size=<n> out=<json>``.
+
+For each method, one full training step (attack in eval mode, objective in train mode, backward,
+SGD step) on one fixed batch already on the device; warm-up steps excluded, the median of
+``repeats``. ``reference_bat`` is the BAT authors' algorithm as DESIGN.md §5.1 describes it — two
+independent early-stopping trajectories with per-sample Python loops and compaction — written
+here from that description to measure what one batched trajectory saves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import resource
+import statistics
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .config import ConfigError, exit_on_user_error, register_resolvers
+
+register_resolvers()
+
+METHODS = {"standard": "Standard", "pgd_at": "PGDAT", "trades": "TRADES", "bat": "BAT"}
+# BAT with its attack run another way (the same examples): compacted batch, or frozen samples
+# and all K steps with no host sync.
+VARIANTS = {"bat_compact": {"compact": True}, "bat_nosync": {"compact": False, "early_exit": False}}
+CHOICES = (*METHODS, *VARIANTS, "reference_bat")
+
+
+def reference_trajectory(model, x, y, *, eps, step_size, steps, init_std, tau, output):
+    """One of the authors' two loops: a per-sample Python check each step, stopped samples removed.
+
+    ``output="last_clean"`` returns x_{k*-1} (x_0 if k* = 0, x_K if never); ``"first_adv"`` the
+    iterate at the (τ+1)-th misclassified evaluation (x_K if fewer). Outputs in input order.
+    """
+    with torch.no_grad():
+        clean_probs = F.softmax(model(x), dim=1)
+    x_k = (x + init_std * torch.randn_like(x)).clamp(0, 1)
+    result = x_k.clone()
+    remaining = list(range(len(x)))
+    count = [0] * len(x)
+    prev = x_k.clone()
+    for k in range(steps):
+        idx = torch.tensor(remaining, device=x.device)
+        cur = x_k[idx].detach().requires_grad_(True)
+        logits = model(cur)
+        loss = F.kl_div(F.log_softmax(logits, 1), clean_probs[idx], reduction="sum")
+        (grad,) = torch.autograd.grad(loss, cur)
+        pred = logits.argmax(1).tolist()
+        labels = y[idx].tolist()
+        keep = []
+        for j, i in enumerate(remaining):               # the per-sample Python loop
+            if pred[j] != labels[j]:
+                if output == "last_clean":
+                    result[i] = prev[i] if k > 0 else x_k[i]
+                    continue
+                count[i] += 1
+                if count[i] == tau + 1:
+                    result[i] = x_k[i]
+                    continue
+            keep.append(j)
+        with torch.no_grad():
+            step = cur.detach() + step_size * grad.sign()
+            step = torch.min(torch.max(step, x[idx] - eps), x[idx] + eps).clamp(0, 1)
+            prev[idx] = x_k[idx]
+            x_k[idx] = step
+        remaining = [remaining[j] for j in keep]
+        if not remaining:
+            break
+    for i in remaining:
+        result[i] = x_k[i]
+    return result.detach()
+
+
+def _build(name: str, model, cfg: DictConfig):
+    from . import methods
+
+    attack = OmegaConf.to_container(cfg.attack, resolve=True)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    cls = getattr(methods, METHODS.get(name, "BAT"))
+    method = cls(model, attack=attack, optimizer=optimizer, scheduler={"name": "constant"}, **VARIANTS.get(name, {}))
+    if name == "reference_bat":
+        def perturb(x, y, m=method):
+            kw = dict(eps=m.eps, step_size=m.train_attack["step_size"], steps=m.train_attack["steps"],
+                      init_std=m.init_std, tau=m.tau)
+            was = model.training
+            model.eval()
+            with torch.enable_grad():
+                lc = reference_trajectory(model, x, y, output="last_clean", **kw)
+                fa = reference_trajectory(model, x, y, output="first_adv", **kw)
+            model.train(was)
+            return {"x": x, "last_clean": lc, "first_adv": fa}
+        method.perturb = perturb
+    return method
+
+
+def time_step(method, x, y, *, warmup: int, repeats: int, autocast: Callable, sync: Callable) -> list[float]:
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.01, momentum=0.9)
+    method.model.train()
+    times = []
+    for i in range(warmup + repeats):
+        sync()
+        start = time.perf_counter()
+        with autocast():
+            examples = method.perturb(x, y)
+            loss = method.objective(x, y, examples)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    unknown = [m for m in cfg.methods if m not in CHOICES]
+    if unknown:
+        raise ConfigError(f"methods: unknown {unknown}; choose from {list(CHOICES)}")
+    for key in ("batch_size", "repeats"):
+        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
+            raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
+    if str(cfg.precision) not in ("32", "bf16"):
+        raise ConfigError(f"precision must be 32 or bf16, got {cfg.precision!r}")
+    import lightning as L
+
+    L.seed_everything(cfg.seed, verbose=False)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    datamodule = hydra.utils.instantiate(cfg.data, batch_size=cfg.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        if cfg.data.get("num_classes") is None:
+            cfg.data.num_classes = datamodule.num_classes
+    x, y = next(iter(datamodule.train_dataloader()))
+    x, y = x.to(device), y.to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=memory_format)
+    base_model = hydra.utils.instantiate(cfg.model)
+    if cfg.ckpt:
+        from .checkpoint import load_run
+
+        base_model = load_run(cfg.ckpt).model
+    base_model = base_model.to(device, memory_format=memory_format)
+    if device.type == "cuda":
+        sync = torch.cuda.synchronize
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if str(cfg.precision) == "bf16" else nullcontext
+    else:
+        sync = lambda: None  # noqa: E731
+        autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if str(cfg.precision) == "bf16" else nullcontext
+    results: dict[str, Any] = {}
+    for name in cfg.methods:
+        torch.manual_seed(cfg.seed)
+        method = _build(name, copy.deepcopy(base_model), cfg).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = time_step(method, x, y, warmup=cfg.warmup, repeats=cfg.repeats, autocast=autocast, sync=sync)
+        median = statistics.median(times)
+        entry = {"seconds_per_step": median, "images_per_s": len(x) / median, "times": times}
+        if device.type == "cuda":
+            entry["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        entry["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if name.startswith("bat"):
+            stats = method.steps_to_boundary.compute()
+            entry["mean_steps_to_boundary"] = float(stats["mean"])
+            entry["never_misclassified"] = float(stats["never"])
+        results[name] = entry
+        print(f"{name:<14} {median * 1000:10.1f} ms/step {len(x) / median:10.1f} images/s", flush=True)
+    ratios = {}
+    if "bat" in results and "pgd_at" in results:
+        ratios["bat_over_pgd_at"] = results["bat"]["seconds_per_step"] / results["pgd_at"]["seconds_per_step"]
+    if "bat" in results and "reference_bat" in results:
+        ratios["reference_over_bat"] = results["reference_bat"]["seconds_per_step"] / results["bat"]["seconds_per_step"]
+    for key, value in ratios.items():
+        print(f"{key:<20} {value:.3f}")
+    picked = {k: v for k, v in hydra.core.hydra_config.HydraConfig.get().runtime.choices.items()
+              if k in ("model", "data")}
+    record = {
+        "model": picked.get("model"), "data": picked.get("data"), "batch_size": len(x),
+        "image_shape": list(x.shape[1:]), "device": torch.cuda.get_device_name() if device.type == "cuda" else
+        f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
+        "precision": str(cfg.precision), "channels_last": bool(cfg.channels_last), "warmup": cfg.warmup,
+        "repeats": cfg.repeats, "attack": OmegaConf.to_container(cfg.attack.train), "eps": cfg.attack.eps,
+        "torch_version": torch.__version__, "methods": results, "ratios": ratios,
+    }
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(json.dumps(record, indent=2))
+        print(f"written to {cfg.out}")
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

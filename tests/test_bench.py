@@ -1,0 +1,57 @@
+"""The benchmark entry point and the prepared GPU script, at tiny sizes on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+
+from batlit.bench import reference_trajectory
+from conftest import ROOT, run_cli
+
+
+def test_bench_writes_per_method_figures_and_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli("batlit.bench", "model=small_cnn", "batch_size=8", "repeats=2", "warmup=0",
+                   "data.image_size=16", "attack.train.steps=2", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert set(record["methods"]) == {"standard", "pgd_at", "trades", "bat", "reference_bat"}
+    for entry in record["methods"].values():
+        assert entry["seconds_per_step"] > 0 and len(entry["times"]) == 2
+        assert entry["images_per_s"] == pytest.approx(8 / entry["seconds_per_step"])
+    assert set(record["ratios"]) == {"bat_over_pgd_at", "reference_over_bat"}
+    assert "pgd_at" in proc.stdout and "reference_over_bat" in proc.stdout
+
+
+def test_bench_rejects_an_unknown_method(tmp_path):
+    proc = run_cli("batlit.bench", "methods=[pgd_at,fgsm]")
+    assert proc.returncode == 2 and "fgsm" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_reference_trajectory_agrees_with_boundary_pgd():
+    """The in-benchmark reference of the authors' algorithm gives the same examples (same start)."""
+    from batlit.attacks import boundary_pgd
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3)).double().eval()
+    x, y = torch.rand(32, 3, 4, 4, dtype=torch.float64), torch.randint(0, 3, (32,))
+    kw = dict(eps=0.1, step_size=0.02, steps=8, tau=1)
+    ours = boundary_pgd(model, x, y, init_std=0.0, **kw)
+    with torch.enable_grad():
+        lc = reference_trajectory(model, x, y, init_std=0.0, output="last_clean", **kw)
+        fa = reference_trajectory(model, x, y, init_std=0.0, output="first_adv", **kw)
+    torch.testing.assert_close(lc, ours.last_clean)
+    torch.testing.assert_close(fa, ours.first_adv)
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_on_cpu(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "BATLIT_DRY_RUN": "1", "PYTHON": os.sys.executable}
+    proc = subprocess.run(["bash", "scripts/gpu_bench.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "bench_small_cnn_b16_32.json").is_file() and (tmp_path / "cuda_tests.txt").is_file()
