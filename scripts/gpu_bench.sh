@@ -44,7 +44,7 @@ for run in "${runs[@]}"; do
   echo "== $name"
   "$PY" -m batlit.bench model="$model" batch_size="$batch" precision="$precision" channels_last="$cl" \
       repeats="$repeats" warmup="$warmup" out="$OUT/$name.json" \
-      'methods=[standard,pgd_at,trades,bat,bat_compact,bat_nosync,reference_bat]' >"$OUT/$name.txt" 2>&1 || status=1
+      'methods=[standard,pgd_at,trades,bat,bat_frozen,bat_nosync,reference_bat]' >"$OUT/$name.txt" 2>&1 || status=1
   cat "$OUT/$name.txt"
 done
 echo "results in $OUT (status $status)"

@@ -29,9 +29,9 @@ from .config import ConfigError, exit_on_user_error, register_resolvers
 register_resolvers()
 
 METHODS = {"standard": "Standard", "pgd_at": "PGDAT", "trades": "TRADES", "bat": "BAT"}
-# BAT with its attack run another way (the same examples): compacted batch, or frozen samples
-# and all K steps with no host sync.
-VARIANTS = {"bat_compact": {"compact": True}, "bat_nosync": {"compact": False, "early_exit": False}}
+# BAT with its attack run the other ways boundary_pgd offers (the same examples): fixed samples
+# frozen in place with an early exit, or frozen and all K steps with no host sync.
+VARIANTS = {"bat_frozen": {"compact": False}, "bat_nosync": {"compact": False, "early_exit": False}}
 CHOICES = (*METHODS, *VARIANTS, "reference_bat")
 
 

@@ -46,7 +46,7 @@ def boundary_pgd(
     init_std: float = 0.001,
     loss: str = "kl",
     generator: torch.Generator | None = None,
-    compact: bool | None = None,
+    compact: bool = True,
     early_exit: bool = True,
 ) -> BoundaryExamples:
     """Early-stopping PGD that returns BAT's ``last_clean`` and ``first_adv`` from ONE trajectory.
@@ -64,10 +64,11 @@ def boundary_pgd(
         init_std: ξ of the Gaussian start (the authors' code: 0.001); 0 starts at x exactly.
         loss: ``"kl"``, KL(f(x) ‖ f(x_k)) summed (the authors' code), or ``"ce"``.
         generator: optional torch.Generator on x's device for the start.
-        compact: drop fixed samples from the batch (one host sync per step). None: on the CPU
-            only; on a GPU fixed samples are frozen in place, which keeps shapes static.
-        early_exit: end the loop once every ``first_adv`` is fixed (one host sync per step when not
-            compacting); False runs all K steps with no host sync.
+        compact: drop fixed samples from the batch (one host sync per step; the fastest on the CPU
+            and on an H200 in docs/performance.md). False freezes them in place instead, which
+            keeps shapes static.
+        early_exit: without compaction, end the loop once every ``first_adv`` is fixed (one host
+            sync per step); False runs all K steps with no host sync.
     """
     check_threat_model(eps, step_size, steps)
     if int(tau) != tau or tau < 0:
@@ -75,7 +76,6 @@ def boundary_pgd(
     if loss not in LOSSES:
         raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     K, n = int(steps), x.shape[0]
-    compact = x.device.type == "cpu" if compact is None else compact
     x = x.detach()
     with eval_mode(model), torch.enable_grad():
         clean_probs = None

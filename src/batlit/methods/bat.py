@@ -53,7 +53,7 @@ class BAT(AdversarialMethod):
         fused_forward: bool = False,
         source: str = "boundary",
         target: Sequence[str] = ("last_clean", "first_adv"),
-        compact: bool | None = None,
+        compact: bool = True,
         early_exit: bool = True,
         **kwargs,
     ) -> None:
@@ -68,7 +68,7 @@ class BAT(AdversarialMethod):
         self.alpha, self.beta, self.tau, self.init_std = float(alpha), float(beta), int(tau), float(init_std)
         self.uniform_kl, self.fused_forward = UNIFORM_KL[uniform_kl], bool(fused_forward)
         self.source, self.target = source, tuple(target)
-        self.boundary_options = {"compact": compact, "early_exit": bool(early_exit)}
+        self.boundary_options = {"compact": bool(compact), "early_exit": bool(early_exit)}
         self.steps_to_boundary = StepsToBoundary(self.num_classes, self.train_attack["steps"])
 
     def perturb(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
