@@ -1,0 +1,59 @@
+"""Every option of every config group composes and resolves; interpolations flow from data."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from batlit.config import register_resolvers
+
+register_resolvers()
+CONF = files("batlit.conf")
+GROUPS = ["method", "data", "model", "attack", "optimizer", "scheduler", "trainer", "logger", "experiment"]
+OPTIONS = [(g, p.name[:-5]) for g in GROUPS for p in sorted(CONF.joinpath(g).iterdir(), key=lambda p: p.name)
+           if p.name.endswith(".yaml")]
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "/tmp/batlit-compose"
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def test_all_groups_have_options():
+    assert {g for g, _ in OPTIONS} == set(GROUPS)
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_resolves(group, option):
+    cfg = _compose(f"{group}={option}")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["trainer"]["max_epochs"] == resolved["epochs"]
+    if resolved["data"].get("num_classes") is not None:
+        assert resolved["model"]["num_classes"] == resolved["data"]["num_classes"]
+    assert resolved["model"]["in_channels"] == resolved["data"]["in_channels"]
+
+
+def test_num_classes_is_typed_once():
+    cfg = _compose("data=cifar100")
+    assert cfg.model.num_classes == 100
+
+
+def test_experiments_only_override_and_chain():
+    cfg = _compose("experiment=bat_cifar100")
+    assert cfg.data._target_.endswith("CIFAR100DataModule") and cfg.method._target_.endswith("BAT")
+    assert cfg.model.num_classes == 100 and cfg.attack.train.step_size == 0.007
+    row6 = _compose("experiment=bat_ablation_row6")
+    assert row6.method.source == "fixed" and list(row6.method.target) == ["last_clean", "first_adv"]
+    quick = _compose("experiment=quickstart")
+    assert quick.epochs == 15 and quick.trainer.max_epochs == 15 and quick.data._target_.endswith("DigitsDataModule")
