@@ -19,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, exit_on_user_error, register_resolvers
+from .config import ConfigError, exit_on_user_error, register_resolvers, resolve_device
 
 register_resolvers()
 
@@ -176,8 +176,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             node.step_size = node.eps / fraction
     _check_attack(cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     dm = datamodule_for(run.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
     model = run.model.to(device)
     result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device)

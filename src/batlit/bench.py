@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import ConfigError, exit_on_user_error, register_resolvers
+from .config import ConfigError, exit_on_user_error, register_resolvers, resolve_device
 
 register_resolvers()
 
@@ -133,8 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     L.seed_everything(cfg.seed, verbose=False)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     datamodule = hydra.utils.instantiate(cfg.data, batch_size=cfg.batch_size)
     datamodule.prepare_data()
     datamodule.setup("fit")

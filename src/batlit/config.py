@@ -49,6 +49,18 @@ def exit_on_user_error(run: Callable[..., T], *args: Any) -> T:
         sys.exit(err.exit_code)
 
 
+def resolve_device(name: str):
+    """``auto``: the GPU when there is one, else the CPU; anything else as torch spells it."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {name!r} is not a device ({err})") from err
+
+
 def project_root() -> str:
     """BATLIT_ROOT if set; the source checkout for an editable install; else the working directory."""
     if os.environ.get("BATLIT_ROOT"):
