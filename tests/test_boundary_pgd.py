@@ -129,7 +129,7 @@ def test_frozen_and_compacted_modes_agree(compact, early_exit):
     ref = boundary_pgd(model, x, y, compact=True, **kw)
     out = boundary_pgd(model, x, y, compact=compact, early_exit=early_exit, **kw)
     assert 0 < (ref.steps < 10).sum() < 64  # a mix of crossing and never-crossing samples
-    assert torch.equal(out.steps, ref.steps)
+    assert torch.equal(out.steps, ref.steps) and torch.equal(out.correct_iterates, ref.correct_iterates)
     torch.testing.assert_close(out.last_clean, ref.last_clean)
     torch.testing.assert_close(out.first_adv, ref.first_adv)
 
@@ -141,3 +141,44 @@ def test_hand_case_without_compaction():
                        init_std=0.0, loss="ce", compact=False)
     assert out.steps.tolist() == [3, 1, 0, 4, 4]
     assert _p(out.first_adv) == pytest.approx([0.5, 0.5, 0.1, 0.54, 0.5])
+
+
+class Bump(nn.Module):
+    """logits (0, w·(r² − (p − c)²)): class 1 only in a narrow band around c, so CE ascent for
+    label 0 enters the band, overshoots out of it, and comes back: wrong, right, wrong, ..."""
+
+    def __init__(self, c=0.305, r=0.02, w=100.0):
+        super().__init__()
+        self.c, self.r, self.w = c, r, w
+
+    def forward(self, x):
+        p = x.flatten(1)[:, :1]
+        z1 = self.w * (self.r**2 - (p - self.c) ** 2)
+        return torch.cat([torch.zeros_like(z1), z1], dim=1)
+
+
+def test_correct_iterates_count_a_sample_that_is_misclassified_then_correct_again():
+    x = torch.tensor([0.1], dtype=torch.float64).view(1, 1, 1, 1)
+    # iterates 0.1 C, 0.2 C, 0.3 W, 0.4 C, 0.3 W, 0.4 C: kappa = 4 of K = 6 evaluations
+    out = boundary_pgd(Bump().double(), x, torch.tensor([0]), eps=1.0, step_size=0.1, steps=6, tau=6,
+                       init_std=0.0, loss="ce")
+    assert out.correct_iterates.tolist() == [4]
+    assert out.steps.tolist() == [2]
+    assert _p(out.first_adv) == pytest.approx([0.3])  # never fixed (tau >= K): x_K = x_6
+    # with tau = 1 the sample is fixed at its 2nd misclassified evaluation (k = 4) and evaluated 5 times
+    fixed = boundary_pgd(Bump().double(), x, torch.tensor([0]), eps=1.0, step_size=0.1, steps=6, tau=1,
+                         init_std=0.0, loss="ce")
+    assert fixed.correct_iterates.tolist() == [3] and _p(fixed.first_adv) == pytest.approx([0.3])
+
+
+def test_uniform_start_and_step_noise_are_seeded_and_stay_in_the_ball():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    x, y = torch.rand(16, 3, 4, 4), torch.randint(0, 3, (16,))
+    kw = dict(eps=0.05, step_size=0.01, steps=5, loss="ce", init="uniform", step_noise_std=0.001)
+    a = boundary_pgd(model, x, y, generator=torch.Generator().manual_seed(2), **kw)
+    b = boundary_pgd(model, x, y, generator=torch.Generator().manual_seed(2), **kw)
+    assert torch.equal(a.first_adv, b.first_adv) and torch.equal(a.correct_iterates, b.correct_iterates)
+    assert (a.first_adv - x).abs().max() <= 0.05 + 1e-6
+    plain = boundary_pgd(model, x, y, generator=torch.Generator().manual_seed(2), **{**kw, "step_noise_std": 0.0})
+    assert not torch.equal(plain.first_adv, a.first_adv)

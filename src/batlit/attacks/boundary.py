@@ -27,11 +27,14 @@ class BoundaryExamples:
             misclassified one (x_0 if x_0 is misclassified; x_K if no iterate is).
         first_adv: x_adv^Φ — the iterate at the (τ+1)-th misclassified evaluation (x_K if fewer).
         steps: k*, the index of the first misclassified evaluation, K if none (long, per sample).
+        correct_iterates: how many of the evaluated iterates were classified correctly (long, per
+            sample) — GAIRAT's geometry value κ when nothing stops early (``tau >= steps``).
     """
 
     last_clean: Tensor
     first_adv: Tensor
     steps: Tensor
+    correct_iterates: Tensor
 
 
 def boundary_pgd(
@@ -46,6 +49,8 @@ def boundary_pgd(
     init_std: float = 0.001,
     loss: str = "kl",
     generator: torch.Generator | None = None,
+    init: str = "normal",
+    step_noise_std: float = 0.0,
     compact: bool = True,
     early_exit: bool = True,
 ) -> BoundaryExamples:
@@ -63,7 +68,10 @@ def boundary_pgd(
             (the authors' code: 1, as in FAT; the paper's Algorithm 1 reads as 0).
         init_std: ξ of the Gaussian start (the authors' code: 0.001); 0 starts at x exactly.
         loss: ``"kl"``, KL(f(x) ‖ f(x_k)) summed (the authors' code), or ``"ce"``.
-        generator: optional torch.Generator on x's device for the start.
+        generator: optional torch.Generator on x's device for the start and the step noise.
+        init: ``"normal"`` (x + init_std·N(0, I), BAT and FAT-for-TRADES) or ``"uniform"`` in the
+            ε-ball (FAT for AT, GAIRAT).
+        step_noise_std: ω, Gaussian noise added to every step before the projection (FAT).
         compact: drop fixed samples from the batch (one host sync per step; the fastest on the CPU
             and on an H200 in docs/performance.md). False freezes them in place instead, which
             keeps shapes static.
@@ -82,7 +90,7 @@ def boundary_pgd(
         if loss == "kl":
             with torch.no_grad():
                 clean_probs = F.softmax(model(x), dim=1)
-        x_k = random_start(x, eps, "normal", init_std, generator)
+        x_k = random_start(x, eps, init, init_std, generator)
         last_clean, first_adv = x_k.clone(), x_k.clone()
         first_mis = torch.full((n,), K, dtype=torch.long, device=x.device)
         # The samples of the current batch; with compaction, `rows` maps them back to the input.
@@ -90,6 +98,8 @@ def boundary_pgd(
         x_a, y_a, probs_a, prev = x, y, clean_probs, x_k       # prev = x_{k-1} (x_0 at k = 0)
         first_mis_a = first_mis.clone()
         mis_count = torch.zeros(n, dtype=torch.long, device=x.device)
+        correct = torch.zeros(n, dtype=torch.long, device=x.device)   # κ, written back like first_mis
+        correct_a = correct.clone()
         active = torch.ones(n, dtype=torch.bool, device=x.device)   # first_adv not yet fixed
         for k in range(K):
             x_k.requires_grad_(True)
@@ -97,7 +107,9 @@ def boundary_pgd(
             grad = input_gradient(attack_loss(loss, logits, y_a, probs_a), x_k)
             with torch.no_grad():
                 x_k = x_k.detach()
-                mis = (logits.argmax(dim=1) != y_a) & active
+                wrong = logits.argmax(dim=1) != y_a
+                correct_a += ~wrong & active
+                mis = wrong & active
                 crossed = mis & (first_mis_a == K)        # first misclassified evaluation: k* = k
                 first_mis_a = torch.where(crossed, k, first_mis_a)
                 last_clean[rows] = torch.where(_bcast(crossed, prev), prev, last_clean[rows])
@@ -105,30 +117,35 @@ def boundary_pgd(
                 fixed = mis & (mis_count == tau + 1)
                 first_adv[rows] = torch.where(_bcast(fixed, x_k), x_k, first_adv[rows])
                 active &= ~fixed
-                x_next = project(x_k + step_size * grad.sign(), x_a, eps)
+                step = step_size * grad.sign()
+                if step_noise_std > 0:
+                    step = step + step_noise_std * torch.randn(
+                        x_k.shape, generator=generator, device=x_k.device, dtype=x_k.dtype)
+                x_next = project(x_k + step, x_a, eps)
                 if compact:
                     keep = active.nonzero().squeeze(1)    # the one host sync per step
                     if keep.numel() < len(rows):
-                        first_mis[rows] = first_mis_a
+                        first_mis[rows], correct[rows] = first_mis_a, correct_a
                         if keep.numel() == 0:
                             break
-                        rows, x_a, y_a, first_mis_a, mis_count, active = (
-                            rows[keep], x_a[keep], y_a[keep], first_mis_a[keep], mis_count[keep], active[keep])
+                        rows, x_a, y_a, first_mis_a, correct_a, mis_count, active = (
+                            rows[keep], x_a[keep], y_a[keep], first_mis_a[keep], correct_a[keep],
+                            mis_count[keep], active[keep])
                         probs_a = probs_a[keep] if probs_a is not None else None
                         x_k, x_next = x_k[keep], x_next[keep]
                 else:
                     x_next = torch.where(_bcast(active, x_k), x_next, x_k)   # fixed samples stay put
                     if early_exit and not bool(active.any()):                # the one host sync per step
-                        first_mis[rows] = first_mis_a
+                        first_mis[rows], correct[rows] = first_mis_a, correct_a
                         break
                 prev, x_k = x_k, x_next
         else:
             # Samples still moving after K steps: first_adv = x_K; never misclassified: last_clean = x_K.
-            first_mis[rows] = first_mis_a
+            first_mis[rows], correct[rows] = first_mis_a, correct_a
             first_adv[rows] = torch.where(_bcast(active, x_k), x_k, first_adv[rows])
             never = first_mis_a == K
             last_clean[rows] = torch.where(_bcast(never, x_k), x_k, last_clean[rows])
-    return BoundaryExamples(last_clean.detach(), first_adv.detach(), first_mis)
+    return BoundaryExamples(last_clean.detach(), first_adv.detach(), first_mis, correct)
 
 
 def _bcast(mask: Tensor, like: Tensor) -> Tensor:
