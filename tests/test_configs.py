@@ -57,3 +57,12 @@ def test_experiments_only_override_and_chain():
     assert row6.method.source == "fixed" and list(row6.method.target) == ["last_clean", "first_adv"]
     quick = _compose("experiment=quickstart")
     assert quick.epochs == 15 and quick.trainer.max_epochs == 15 and quick.data._target_.endswith("DigitsDataModule")
+
+
+def test_baseline_experiments():
+    fat = _compose("experiment=fat_cifar10")
+    assert fat.method._target_.endswith(".FAT") and list(fat.scheduler.factors) == [0.1, 0.01, 0.005]
+    ft = _compose("experiment=fat_trades_cifar10")
+    assert ft.method._target_.endswith("FATTRADES") and ft.epochs == 85 and ft.scheduler.factors is None
+    g = _compose("experiment=gairat_cifar10")
+    assert g.method._target_.endswith("GAIRAT") and g.method.begin_epoch == 60 and g.epochs == 120

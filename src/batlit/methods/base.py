@@ -24,14 +24,21 @@ SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "ro
 
 
 class StepDecay:
-    """lr factor γ^(number of milestones passed) — a MultiStepLR whose state is plain numbers."""
+    """lr factor γ^(milestones passed), or ``factors[i]`` after the (i+1)-th milestone when given
+    (FAT/GAIRAT: 0.1, 0.01, 0.005) — a MultiStepLR whose state is plain numbers."""
 
-    def __init__(self, milestones: Sequence[int], gamma: float) -> None:
+    def __init__(self, milestones: Sequence[int], gamma: float = 0.1, factors: Sequence[float] | None = None) -> None:
         self.milestones = sorted(int(m) for m in milestones)
         self.gamma = float(gamma)
+        self.factors = [float(f) for f in factors] if factors else None
+        if self.factors is not None and len(self.factors) != len(self.milestones):
+            raise ValueError(f"scheduler.factors needs one value per milestone, got {factors} for {milestones}")
 
     def __call__(self, epoch: int) -> float:
-        return self.gamma ** sum(epoch >= m for m in self.milestones)
+        passed = sum(epoch >= m for m in self.milestones)
+        if self.factors is not None:
+            return self.factors[passed - 1] if passed else 1.0
+        return self.gamma ** passed
 
 
 class AdversarialMethod(L.LightningModule):
@@ -139,7 +146,7 @@ class AdversarialMethod(L.LightningModule):
             return optimizer
         if kind == "multistep":
             schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, StepDecay(sched_cfg["milestones"], sched_cfg.get("gamma", 0.1)))
+                optimizer, StepDecay(sched_cfg["milestones"], sched_cfg.get("gamma", 0.1), sched_cfg.get("factors")))
             interval = "epoch"
         elif kind == "cosine":
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
