@@ -76,3 +76,11 @@ def test_callable_object_and_bad_arguments():
         pgd(model, x, y, eps=0.1, step_size=0.01, steps=0)
     with pytest.raises(ValueError, match="attack.loss"):
         pgd(model, x, y, eps=0.1, step_size=0.01, steps=1, loss="hinge")
+
+
+def test_per_sample_eps_bounds_each_sample():
+    model, (x, y) = _model(), _batch(8)
+    eps = torch.tensor([0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07])
+    x_adv = pgd(model, x, y, eps=eps, step_size=0.01, steps=8)
+    per_sample = (x_adv - x).abs().flatten(1).max(1).values
+    assert torch.all(per_sample <= eps + 1e-6) and per_sample[0] == 0 and per_sample[-1] > 0.05

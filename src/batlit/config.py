@@ -123,9 +123,14 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, "optimizer.lr", lambda v: v > 0, "> 0")
     _check(cfg, "optimizer.weight_decay", lambda v: v >= 0, ">= 0")
     _check(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
-    for key in ("method.beta", "method.alpha"):
+    for key in ("method.beta", "method.alpha", "method.bound", "method.rate1", "method.rate2"):
         _check(cfg, key, lambda v: v >= 0, ">= 0")
     _check(cfg, "method.tau", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    if "init_ckpt" in (cfg.get("method") or {}).keys() and OmegaConf.is_missing(cfg.method, "init_ckpt"):
+        raise ConfigError("method.init_ckpt is required: the checkpoint to fine-tune (e.g. last.ckpt of a PGD-AT run)")
+    init_ckpt = _get(cfg, "method.init_ckpt")
+    if init_ckpt and not Path(str(init_ckpt)).is_file():
+        raise ConfigError(f"method.init_ckpt: no checkpoint file at '{init_ckpt}'")
     data_k, model_k = _get(cfg, "data.num_classes"), _get(cfg, "model.num_classes")
     if data_k is not None and model_k is not None and data_k != model_k:
         raise ConfigError(f"model.num_classes={model_k} does not match data.num_classes={data_k}")

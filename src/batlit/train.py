@@ -50,6 +50,10 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
+def picked_name(cfg: DictConfig) -> str:
+    return choices().get("method") or cfg.method._target_
+
+
 def choices() -> dict[str, str]:
     """The option chosen in each config group (method, data, model, ...)."""
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
@@ -83,6 +87,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         class_names=list(datamodule.class_names),
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )
+    if method.needs_val_split and not datamodule.val_dataloader():
+        raise ConfigError(f"data.val_size: method {picked_name(cfg)} needs a validation split; set data.val_size > 0")
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
     trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=[checkpoints])

@@ -29,7 +29,7 @@ def pgd(
     x: Tensor,
     y: Tensor,
     *,
-    eps: float,
+    eps: float | Tensor,
     step_size: float,
     steps: int,
     loss: str = "ce",
@@ -42,12 +42,17 @@ def pgd(
     Args:
         model: maps images in [0, 1] to logits; it runs in eval mode and its mode is restored.
         x, y: images (N, C, H, W) in [0, 1] and integer labels (N,).
-        eps, step_size, steps: the L∞ budget, the step and the number of steps.
+        eps, step_size, steps: the L∞ budget (a float, or one per sample as an (N,) tensor: FRL's
+            class-wise margins), the step and the number of steps.
         loss: ``"ce"`` (PGD-AT, evaluation) or ``"kl"`` (TRADES).
         init: ``"uniform"`` in the ε-ball, ``"normal"`` (x + init_std·N(0, I)) or ``"none"``.
         generator: optional torch.Generator on x's device for the random start.
     """
-    check_threat_model(eps, step_size, steps)
+    if isinstance(eps, Tensor):  # per-sample budgets, checked once before the loop
+        check_threat_model(float(eps.min()), step_size, steps)
+        eps = eps.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+    else:
+        check_threat_model(eps, step_size, steps)
     if loss not in LOSSES:
         raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     x = x.detach()

@@ -53,6 +53,8 @@ class AdversarialMethod(L.LightningModule):
         run_config: the composed run config; stored in every checkpoint so a run can be re-created.
     """
 
+    needs_val_split = False  # a method that reads the validation split while training sets this
+
     def __init__(
         self,
         model: nn.Module,

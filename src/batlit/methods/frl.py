@@ -1,0 +1,161 @@
+"""Fair Robust Learning (Xu et al., ICML 2021), as in hannxu123/fair_robust (``frl_train``,
+``cost_sensitive``, ``normalize_lambda``): fine-tune a robust model under per-class fairness
+constraints, with Lagrange multipliers updated every epoch from the validation split.
+
+Before each epoch, PGD on the validation split gives per-class clean errors e_nat,c and boundary
+errors e_bndy,c; with the fairness bound τ, γ_c = e_c − e_total − τ and
+
+    λ_nat  ← normalise(λ_nat + r1·γ_nat),    λ_bndy ← normalise(λ_bndy + 2·r1·γ_bndy),
+    λ_eps  ← λ_eps + r2·γ_bndy              (normalise: clamp at 0, rescale to sum ≤ lim)
+
+Reweight: class weights w_c = 1/K + λ_c − (1/K)·Σ_j λ_j for the clean and the boundary term.
+Remargin: class-wise ε_c = ε·clamp(exp(2·λ_eps,c), 0.98, margin_max), attack step max(ε_c)/4.
+Loss = Σ w_nat·CE(f(x), y) / Σ w_nat + β·Σ w_bndy·KL(f(x) ‖ f(x_adv)) / Σ w_bndy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..attacks import eval_mode, pgd
+from ..metrics import ClassWiseRobustness
+from .base import AdversarialMethod
+
+
+def normalize_lambda(lam: Tensor, lim: float) -> Tensor:
+    """Clamp at 0; rescale onto {Σ λ ≤ lim} when the sum exceeds it (``normalize_lambda``)."""
+    lam = lam.clamp(min=0)
+    total = lam.sum()
+    return lam * (lim / total) if total > lim else lam
+
+
+def class_weights(lam: Tensor) -> Tensor:
+    """w_c = 1/K + λ_c − (1/K)·Σ_j λ_j (``cost_sensitive``)."""
+    k = len(lam)
+    return 1 / k + lam - lam.sum() / k
+
+
+def class_margins(lam_eps: Tensor, margin_max: float) -> Tensor:
+    """ε_c / ε = clamp(exp(2·λ_eps,c), 0.98, margin_max) (``cost_sensitive``)."""
+    return torch.exp(2 * lam_eps).clamp(0.98, margin_max)
+
+
+class FRL(AdversarialMethod):
+    """FRL-Reweight (``reweight``), -Remargin (``remargin``) or both.
+
+    Args:
+        bound: the fairness bound τ on clean and boundary error gaps (paper: 0.05, 0.07).
+        beta: weight of the boundary (KL) term (DESIGN.md: 1.5).
+        rate1, rate2: step sizes of the multiplier updates; rate1 halves every ``halve_every`` epochs.
+        lim: the multipliers' simplex bound (0.5).
+        margin_max: upper clamp of the ε factor.
+        init_ckpt: a batlit checkpoint of the same architecture and class count to fine-tune.
+    """
+
+    needs_val_split = True  # checked by batlit.train before training starts
+
+    def __init__(self, *args, reweight: bool = True, remargin: bool = True, bound: float = 0.05,
+                 beta: float = 1.5, rate1: float = 0.05, rate2: float = 0.2, halve_every: int = 40,
+                 lim: float = 0.5, margin_max: float = 3.0, init_std: float = 0.001,
+                 init_ckpt: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not (reweight or remargin):
+            raise ValueError("method: FRL needs reweight and/or remargin")
+        for key, value in (("bound", bound), ("rate1", rate1), ("rate2", rate2), ("lim", lim)):
+            if not value >= 0:
+                raise ValueError(f"method.{key} must be >= 0, got {value}")
+        self.reweight, self.remargin = bool(reweight), bool(remargin)
+        self.bound, self.beta, self.rate1, self.rate2 = float(bound), float(beta), float(rate1), float(rate2)
+        self.halve_every, self.lim, self.margin_max = int(halve_every), float(lim), float(margin_max)
+        self.init_std = float(init_std)
+        k = self.num_classes
+        # Multipliers are buffers: saved in checkpoints and, being computed from the whole
+        # validation split on every process with the same seed, identical on every DDP rank.
+        self.register_buffer("lambda_nat", torch.zeros(k))
+        self.register_buffer("lambda_bndy", torch.zeros(k))
+        self.register_buffer("lambda_eps", torch.zeros(k))
+        if init_ckpt:
+            self._load_init(init_ckpt)
+
+    def _load_init(self, path: str) -> None:
+        from ..checkpoint import read_checkpoint
+
+        if not Path(path).is_file():
+            raise ValueError(f"method.init_ckpt: no checkpoint file at '{path}'")
+        state = {k[len("model."):]: v for k, v in read_checkpoint(path)["state_dict"].items()
+                 if k.startswith("model.")}
+        own = self.model.state_dict()
+        if state.keys() != own.keys() or any(state[k].shape != own[k].shape for k in own):
+            raise ValueError(f"method.init_ckpt: '{path}' holds another architecture or class count "
+                             f"than model={type(self.model).__name__} with {self.num_classes} classes")
+        self.model.load_state_dict(state)
+
+    # ---- the multipliers ---------------------------------------------------------------------
+    def update_multipliers(self, std_per_class: Tensor, bndy_per_class: Tensor, std_total: float,
+                           bndy_total: float, epoch: int) -> None:
+        """One FRL update from validation errors, for the 1-based ``epoch`` about to be trained."""
+        r1 = self.rate1 / 2 ** (epoch // self.halve_every)
+        gamma_nat = std_per_class - std_total - self.bound
+        gamma_bndy = bndy_per_class - bndy_total - self.bound
+        self.lambda_nat.copy_(normalize_lambda(self.lambda_nat + r1 * gamma_nat, self.lim))
+        self.lambda_bndy.copy_(normalize_lambda(self.lambda_bndy + 2 * r1 * gamma_bndy, self.lim))
+        if self.remargin:
+            self.lambda_eps.add_(self.rate2 * gamma_bndy)
+
+    def validation_errors(self) -> tuple[Tensor, Tensor, float, float]:
+        """Per-class and overall clean / boundary errors on the whole validation split (attack.test)."""
+        datamodule = self.trainer.datamodule
+        loader = datamodule.val_dataloader()
+        if not loader:
+            raise ValueError("method: FRL updates its multipliers on a validation split; set data.val_size > 0")
+        # every process evaluates the whole split with the same seed: no sync needed, same result
+        metric = ClassWiseRobustness(self.num_classes, sync_on_compute=False).to(self.device)
+        spec = self.hparams.attack["test"]
+        generator = torch.Generator(device=self.device).manual_seed(int(self.current_epoch))
+        with eval_mode(self.model):
+            for x, y in loader:
+                x, y = x.to(self.device), y.to(self.device)
+                x_adv = pgd(self.model, x, y, eps=self.eps, step_size=float(spec["step_size"]),
+                            steps=int(spec["steps"]), loss="ce", init="uniform", generator=generator)
+                with torch.no_grad():
+                    metric.update(self.model(x), self.model(x_adv), y)
+        r = metric.compute()
+        n = r["count_per_class"].clamp(min=1).float()
+        std, bndy = r["std_per_class"].nan_to_num(0.0), r["bndy_per_class"].nan_to_num(0.0)
+        return std, bndy, float((std * n).sum() / n.sum()), float((bndy * n).sum() / n.sum())
+
+    def on_train_epoch_start(self) -> None:
+        self.update_multipliers(*self.validation_errors(), epoch=self.current_epoch + 1)
+        for name, values in (("lambda_nat", self.lambda_nat), ("lambda_bndy", self.lambda_bndy),
+                             ("lambda_eps", self.lambda_eps)):
+            for cls, value in zip(self.class_names, values):
+                self.log(f"frl/{name}/{cls}", value, sync_dist=False)
+
+    # ---- the method --------------------------------------------------------------------------
+    def sample_weights(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.reweight:
+            ones = torch.ones(len(y), device=y.device)
+            return ones, ones
+        return class_weights(self.lambda_nat)[y], class_weights(self.lambda_bndy)[y]
+
+    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        if not self.remargin:
+            return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, **self.train_attack)
+        margins = class_margins(self.lambda_eps, self.margin_max)
+        eps = self.eps * margins[y]
+        return pgd(self.model, x, y, eps=eps, step_size=self.eps * float(margins.max()) / 4,
+                   steps=self.train_attack["steps"], loss="kl", init="normal", init_std=self.init_std)
+
+    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
+        w_nat, w_bndy = self.sample_weights(y)
+        logits, logits_adv = self.model(x), self.model(x_adv)
+        natural = F.cross_entropy(logits, y, reduction="none")
+        boundary = F.kl_div(F.log_softmax(logits_adv, 1), F.log_softmax(logits, 1), reduction="none",
+                            log_target=True).sum(1)
+        natural_w = (w_nat * natural).sum() / w_nat.sum()
+        boundary_w = (w_bndy * boundary).sum() / w_bndy.sum()
+        return {"loss": natural_w + self.beta * boundary_w, "natural": natural_w, "boundary_kl": boundary_w}
