@@ -48,6 +48,13 @@ class LoadedData:
     test_y: Tensor
     class_names: list[str]
 
+    @classmethod
+    def from_splits(cls, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
+                    class_names: list[str]) -> LoadedData:
+        """From (images, labels) pairs of the train and the test split."""
+        return cls(train_x=train[0], train_y=train[1], test_x=test[0], test_y=test[1], class_names=class_names)
+
+
 # --------------------------------------------------------------------------------------------------
 # Dataset and collation
 # --------------------------------------------------------------------------------------------------

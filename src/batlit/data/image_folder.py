@@ -414,12 +414,6 @@ class ImageFolderDataModule(ImageDataModule):
             x = decode_images(split.zip_path, names, mode, self.requested_image_size, "square", expected_hw)
             expected_hw = tuple(x.shape[2:])  # test must match train's size too
             arrays[name] = (torch.from_numpy(x), torch.tensor(labels, dtype=torch.long))
-        data = LoadedData(
-            train_x=arrays["train"][0],
-            train_y=arrays["train"][1],
-            test_x=arrays["test"][0],
-            test_y=arrays["test"][1],
-            class_names=class_names,
-        )
+        data = LoadedData.from_splits(arrays["train"], arrays["test"], class_names)
         save_cached(path, data)
         return data

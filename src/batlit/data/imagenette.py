@@ -111,12 +111,6 @@ class ImagenetteDataModule(ImageDataModule):
         for split, items in samples.items():
             x = decode_images(None, [p for p, _ in items], "RGB", self.requested_image_size, resize="shorter")
             arrays[split] = (torch.from_numpy(x), torch.tensor([y for _, y in items], dtype=torch.long))
-        data = LoadedData(
-            train_x=arrays["train"][0],
-            train_y=arrays["train"][1],
-            test_x=arrays["val"][0],
-            test_y=arrays["val"][1],
-            class_names=class_names,
-        )
+        data = LoadedData.from_splits(arrays["train"], arrays["val"], class_names)
         save_cached(path, data)
         return data
