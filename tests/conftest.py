@@ -41,3 +41,11 @@ def shared_cifar10_jpeg() -> Path:
         pytest.skip(f"real CIFAR-10 JPEG copy not found at {SHARED_CIFAR10_JPEG} (../shared/data/cifar10-jpeg "
                     "beside the checkout); it is never part of the repo")
     return SHARED_CIFAR10_JPEG
+
+
+def train_multirun(sweep_dir: Path, *overrides: str, tiny: bool = True) -> list[dict]:
+    """``python -m batlit.train -m ...`` into sweep_dir (one process for every point); metrics.json per job."""
+    proc = run_cli("batlit.train", "-m", *(TINY if tiny else []), *overrides, f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [json.loads((job / "metrics.json").read_text()) for job in jobs]

@@ -6,15 +6,21 @@ import json
 
 import pytest
 
-from conftest import TINY, run_cli, train
+from conftest import TINY, run_cli, train, train_multirun
 
 SUMMARY = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
 
 
-@pytest.mark.parametrize("method", ["standard", "pgd_at", "trades"])
-def test_each_method_trains_on_synthetic_and_writes_outputs(tmp_path, method):
-    record = train(tmp_path, f"method={method}")
-    assert record["method"] == method and record["data"] == "synthetic" and record["model"] == "small_cnn"
+def test_each_method_trains_on_synthetic_and_writes_outputs(tmp_path):
+    methods = ["standard", "pgd_at", "trades"]
+    records = train_multirun(tmp_path, f"method={','.join(methods)}")  # one process, three runs
+    assert [r["method"] for r in records] == methods
+    for job, record in enumerate(records):
+        check_record(record, tmp_path / str(job))
+
+
+def check_record(record: dict, run_dir) -> None:
+    assert record["data"] == "synthetic" and record["model"] == "small_cnn"
     for key in SUMMARY:
         assert 0.0 <= record[key] <= 1.0
     for name in ("std", "bndy", "rob"):
@@ -24,16 +30,17 @@ def test_each_method_trains_on_synthetic_and_writes_outputs(tmp_path, method):
         assert record[f"{name}_worst_class"] in record["class_names"]
     assert record["rob_avg"] == pytest.approx(record["std_avg"] + record["bndy_avg"], abs=1e-6)
     assert record["attack"]["steps"] == 2 and record["attack"]["loss"] == "ce"
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "config.yaml").is_file() and (tmp_path / ".hydra" / "config.yaml").is_file()
-    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
 
 
-@pytest.mark.parametrize("method", ["standard", "pgd_at", "trades"])
-def test_each_method_trains_on_digits(tmp_path, method):
-    record = train(tmp_path, f"method={method}", "data=digits", "attack=digits", "epochs=2",
-                   "attack.train.steps=2", "attack.test.steps=2", "attack.val.steps=1")
-    assert record["num_test_samples"] == 450 and record["class_names"][0] == "0"
+def test_each_method_trains_on_digits(tmp_path):
+    records = train_multirun(tmp_path, "method=standard,pgd_at,trades", "data=digits", "attack=digits",
+                             "epochs=2", "attack.train.steps=2", "attack.test.steps=2", "attack.val.steps=1")
+    assert [r["method"] for r in records] == ["standard", "pgd_at", "trades"]
+    for record in records:
+        assert record["num_test_samples"] == 450 and record["class_names"][0] == "0"
 
 
 def test_same_seed_gives_same_metrics_on_cpu(tmp_path):
@@ -48,9 +55,13 @@ def test_tensorboard_logger(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_quickstart_prints_the_table_and_the_output_dir(tmp_path):
+@pytest.mark.parametrize("epochs", [
+    pytest.param(6, id="shortened"),
+    pytest.param(None, id="as-documented", marks=pytest.mark.slow),  # a minute: make test-all
+])
+def test_quickstart_prints_the_table_and_the_output_dir(tmp_path, epochs):
     proc = run_cli("batlit.train", "experiment=quickstart", "trainer.enable_progress_bar=false",
-                   f"hydra.run.dir={tmp_path}")
+                   *([f"epochs={epochs}"] if epochs else []), f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     for word in ("class", "Std", "Bndy", "Rob", "avg", "worst", "Outputs written to", str(tmp_path)):

@@ -40,7 +40,10 @@ def distance_to_uniform(dist: torch.Tensor) -> dict[str, float]:
             "tv_to_uniform": float(0.5 * (dist - 1 / k).abs().sum())}
 
 
-def analyze(model: torch.nn.Module, loader, num_classes: int, cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+def analyze(model: torch.nn.Module, loader, num_classes: int, cfg: DictConfig, device: torch.device,
+            progress: bool = True) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     from .attacks import boundary_pgd, pgd
     from .metrics import ClassWiseRobustness, StepsToBoundary
 
@@ -49,7 +52,7 @@ def analyze(model: torch.nn.Module, loader, num_classes: int, cfg: DictConfig, d
     robustness = ClassWiseRobustness(K).to(device)
     first_mis = torch.zeros(K, S + 1, dtype=torch.long, device=device)  # [class, k*] counts
     confusion = torch.zeros(K * K, dtype=torch.long, device=device)
-    for x, y in loader:
+    for x, y in tqdm(loader, desc="analyze", unit="batch", disable=not progress, dynamic_ncols=True):
         x, y = x.to(device), y.to(device)
         steps = boundary_pgd(model, x, y, eps=src.eps, step_size=src.step_size, steps=S, tau=0,
                              init_std=0.0, loss=src.loss).steps
@@ -179,7 +182,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dm = datamodule_for(run.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
     model = run.model.to(device)
-    result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device)
+    result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device,
+                     progress=cfg.get("progress_bar", True))
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"ckpt": str(Path(cfg.ckpt).resolve()), "class_names": run.class_names,

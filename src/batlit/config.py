@@ -77,11 +77,33 @@ def run_dir_of(ckpt: str) -> str:
     return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
 
 
+def sweep_group() -> str | None:
+    """In a multirun, a name its jobs share (W&B group): the task and the sweep folder; else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
+
+
+def run_name() -> str:
+    """method/data/model, plus a multirun job's overrides: what a dashboard row needs to say."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    picked = hydra_cfg.runtime.choices
+    name = "/".join(str(picked.get(g)) for g in ("method", "data", "model") if picked.get(g))
+    overrides = hydra_cfg.job.override_dirname
+    return f"{name} {overrides}" if sweep_group() and overrides else name
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("batlit_root"):
-        OmegaConf.register_new_resolver("batlit_root", project_root)
-    if not OmegaConf.has_resolver("batlit_run_dir"):
-        OmegaConf.register_new_resolver("batlit_run_dir", run_dir_of)
+    for name, fn in (("batlit_root", project_root), ("batlit_run_dir", run_dir_of),
+                     ("batlit_sweep_group", sweep_group), ("batlit_run_name", run_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -113,7 +135,7 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg, f"attack.{phase}.step_size", lambda v: v > 0, "> 0")
         _check(cfg, f"attack.{phase}.steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     for phase in ("val", "test"):
-        _check(cfg, f"attack.{phase}.loss", lambda v: v in ("ce", "kl"), "one of ce, kl")
+        _check(cfg, f"attack.{phase}.loss", lambda v: v in ("ce", "kl", "cw"), "one of ce, kl, cw")
         _check(cfg, f"attack.{phase}.init", lambda v: v in ("uniform", "normal", "none"),
                "one of uniform, normal, none")
     _check(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1")

@@ -19,6 +19,8 @@ def results_to_json(results: Mapping[str, Tensor], class_names: Sequence[str]) -
             out[key] = class_names[int(value)]
         elif value.ndim == 0:
             out[key] = float(value)
+        elif value.ndim > 1 or not value.is_floating_point():
+            out[key] = value.tolist()  # counts: the confusion matrix, count_per_class
         else:
             out[key] = [None if math.isnan(v) else v for v in value.tolist()]
     return out

@@ -62,9 +62,12 @@ def choices() -> dict[str, str]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Everything after config composition; returns the test summary (also written to metrics.json)."""
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model
+    check_objective(cfg)
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from .callbacks import WandbReports, finish_wandb
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -90,12 +93,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if method.needs_val_split and not datamodule.val_dataloader():
         raise ConfigError(f"data.val_size: method {picked_name(cfg)} needs a validation split; set data.val_size > 0")
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
-    trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=[checkpoints])
+    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+    if wandb_runs_possible(loggers):
+        callbacks.append(WandbReports())
+    trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks)
+    try:
+        record = _fit_and_test(cfg, trainer, method, datamodule, run_dir)
+    finally:
+        finish_wandb(loggers)
+    if trainer.is_global_zero and "rob_avg" in record:
+        print_summary(record, run_dir, loggers)
+    return record
+
+
+def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path) -> dict[str, Any]:
+    import torch
 
     trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    val = results_to_json(method.val_results, method.class_names) if method.val_results else None
     if not cfg.get("test", True):
-        return {}
+        return {"val": val} if val else {}
     trainer.test(method, datamodule=datamodule, verbose=False)
     summary = results_to_json(method.test_results, method.class_names)
     picked = choices()
@@ -107,18 +124,65 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "attack": {"name": "pgd", "eps": cfg.attack.eps, **OmegaConf.to_container(cfg.attack.test)},
         "batlit_version": _version(), "torch_version": torch.__version__,
         **summary,
+        "val": val,  # the last validation (same attack as attack.val): for choosing hyper-parameters
     }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
-        attack = record["attack"]
-        print(f"\nTest: clean and PGD-{attack['steps']} (eps={attack['eps']:.4g}) errors in %, "
-              f"{record['num_test_samples']} images  [{record['method']} / {record['data']} / {record['model']}]")
-        print(format_table(summary, method.class_names))
-        print(f"\nOutputs written to {run_dir}")
-        print(f"  metrics:    {run_dir / 'metrics.json'}")
-        print(f"  checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")
-        print(f"  config:     {run_dir / 'config.yaml'}")
     return record
+
+
+def print_summary(record: dict[str, Any], run_dir: Path, loggers: list[Any]) -> None:
+    """The per-class test table and where every output went."""
+    attack = record["attack"]
+    print(f"\nTest: clean and PGD-{attack['steps']} (eps={attack['eps']:.4g}) errors in %, "
+          f"{record['num_test_samples']} images  [{record['method']} / {record['data']} / {record['model']}]")
+    print(format_table(record, record["class_names"]))
+    print(f"\nOutputs written to {run_dir}")
+    print(f"  metrics:    {run_dir / 'metrics.json'}")
+    print(f"  checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")
+    print(f"  config:     {run_dir / 'config.yaml'}")
+    for logger in loggers:
+        kind = type(logger).__name__.removesuffix("Logger").lower()
+        where = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+        if kind == "wandb":
+            where = f"{Path(logger.save_dir) / 'wandb'}  (offline runs: wandb sync {Path(logger.save_dir) / 'wandb'}/offline-run-*)"
+        print(f"  {kind + ':':<11} {where}")
+
+
+def wandb_runs_possible(loggers: list[Any]) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return any(isinstance(lg, WandbLogger) for lg in loggers)
+
+
+def objective(record: dict[str, Any], spec: DictConfig) -> float | None:
+    """The number a sweeper minimises (conf/train.yaml ``objective``); None when the run has no such split."""
+    source = record.get("val") if spec.split == "val" else record
+    if not source or spec.metric not in source:
+        return None
+    robust_accuracy = 1 - source["rob_avg"]
+    if robust_accuracy < spec.min_robust_accuracy:
+        return 1.0 + (spec.min_robust_accuracy - robust_accuracy)
+    return float(source[spec.metric])
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """An Optuna sweep needs its objective: fail on the first job's config, not after training."""
+    spec = cfg.get("objective")
+    if spec is None:
+        return
+    if spec.split not in ("val", "test"):
+        raise ConfigError(f"objective.split must be val or test, got {spec.split!r}")
+    if spec.metric not in ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst"):
+        raise ConfigError(f"objective.metric must be one of std/bndy/rob _avg/_worst, got {spec.metric!r}")
+    if not 0 <= spec.min_robust_accuracy <= 1:
+        raise ConfigError(f"objective.min_robust_accuracy must be in [0, 1], got {spec.min_robust_accuracy!r}")
+    sweeper = str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default="") or "")
+    if "optuna" in sweeper.lower():
+        if spec.split == "val" and not cfg.data.get("val_size"):
+            raise ConfigError("objective.split=val needs a validation split: set data.val_size > 0")
+        if spec.split == "test" and not cfg.get("test", True):
+            raise ConfigError("objective.split=test needs test=true")
 
 
 def _version() -> str:
@@ -131,7 +195,7 @@ def _version() -> str:
 def main(cfg: DictConfig) -> float | None:
     _quiet_lightning()
     record = exit_on_user_error(run, cfg)
-    return record.get("rob_worst")  # what a Hydra sweeper minimises
+    return objective(record, cfg.objective) if cfg.get("objective") else None  # what a sweeper minimises
 
 
 if __name__ == "__main__":

@@ -8,7 +8,15 @@ from torch import Tensor, nn
 
 from ._common import check_threat_model, eval_mode, input_gradient, project, random_start
 
-LOSSES = ("ce", "kl")
+LOSSES = ("ce", "kl", "cw")
+CW_CONFIDENCE = 50.0  # κ of the CW loss in the FAT/GAIRAT evaluation code
+
+
+def cw_margin(logits: Tensor, y: Tensor, confidence: float = CW_CONFIDENCE) -> Tensor:
+    """Per-sample CW margin loss −max(z_y − max_{j≠y} z_j + κ, 0) (Carlini & Wagner 2017, L∞ form)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return -(true - other + confidence).clamp(min=0)
 
 
 def attack_loss(loss: str, logits_adv: Tensor, y: Tensor, clean_probs: Tensor | None) -> Tensor:
@@ -16,11 +24,14 @@ def attack_loss(loss: str, logits_adv: Tensor, y: Tensor, clean_probs: Tensor | 
 
     ``ce``: cross-entropy with the true label (PGD-AT, FAT, GAIRAT).
     ``kl``: KL(f(x) ‖ f(x_adv)) as in the TRADES and BAT code (``KLDivLoss(size_average=False)``).
+    ``cw``: the CW margin (:func:`cw_margin`), the "CW∞" evaluation attack.
     """
     if loss == "ce":
         return F.cross_entropy(logits_adv, y, reduction="sum")
     if loss == "kl":
         return F.kl_div(F.log_softmax(logits_adv, dim=1), clean_probs, reduction="sum")
+    if loss == "cw":
+        return cw_margin(logits_adv, y).sum()
     raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
 
 
@@ -44,7 +55,7 @@ def pgd(
         x, y: images (N, C, H, W) in [0, 1] and integer labels (N,).
         eps, step_size, steps: the L∞ budget (a float, or one per sample as an (N,) tensor: FRL's
             class-wise margins), the step and the number of steps.
-        loss: ``"ce"`` (PGD-AT, evaluation) or ``"kl"`` (TRADES).
+        loss: ``"ce"`` (PGD-AT, evaluation), ``"kl"`` (TRADES) or ``"cw"`` (CW∞ evaluation).
         init: ``"uniform"`` in the ε-ball, ``"normal"`` (x + init_std·N(0, I)) or ``"none"``.
         generator: optional torch.Generator on x's device for the random start.
     """

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ..attacks import pgd
 from ..metrics import ClassWiseRobustness
@@ -74,6 +75,10 @@ class AdversarialMethod(L.LightningModule):
                              "step_size": float(attack["train"]["step_size"])}
         self.val_metric = ClassWiseRobustness(self.num_classes)
         self.test_metric = ClassWiseRobustness(self.num_classes)
+        # rows: true class, columns: prediction under the evaluation attack (target-class fairness)
+        self.val_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
+        self.val_results: dict[str, Tensor] | None = None  # the latest validation, on the CPU
         self.test_results: dict[str, Tensor] | None = None
 
     # ---- what a method defines -------------------------------------------------------------
@@ -105,30 +110,42 @@ class AdversarialMethod(L.LightningModule):
         return pgd(self.model, x, y, eps=self.eps, step_size=float(spec["step_size"]),
                    steps=int(spec["steps"]), loss=spec.get("loss", "ce"), init=spec.get("init", "uniform"))
 
-    def _robustness_step(self, batch: tuple[Tensor, Tensor], metric: ClassWiseRobustness, phase: str) -> None:
+    def _robustness_step(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
         x, y = batch
         x_adv = self.evaluation_attack(x, y, phase)
         with torch.no_grad():
-            metric.update(self.model(x), self.model(x_adv), y)
+            adv_logits = self.model(x_adv)
+            getattr(self, f"{phase}_metric").update(self.model(x), adv_logits, y)
+            getattr(self, f"{phase}_confusion").update(adv_logits.argmax(1), y)
+
+    def _robustness_results(self, phase: str) -> dict[str, Tensor] | None:
+        """Compute and reset the phase's metrics; ``None`` when no batch was seen."""
+        metric, confusion = getattr(self, f"{phase}_metric"), getattr(self, f"{phase}_confusion")
+        results = None
+        if metric.update_count:
+            results = {**metric.compute(), "adv_confusion": confusion.compute()}
+            results = {k: v.detach().cpu() for k, v in results.items()}
+        metric.reset()
+        confusion.reset()
+        return results
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._robustness_step(batch, self.val_metric, "val")
+        self._robustness_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._robustness_step(batch, self.test_metric, "test")
+        self._robustness_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        if self.val_metric.update_count:
-            results = self.val_metric.compute()
+        results = self._robustness_results("val")
+        if results is not None:
             for key in SUMMARY_KEYS:
                 self.log(f"val/{key}", results[key], prog_bar=key in ("rob_avg", "rob_worst"))
-        self.val_metric.reset()
+            if not self.trainer.sanity_checking:
+                self.val_results = results
 
     def on_test_epoch_end(self) -> None:
-        results = self.test_metric.compute()
-        self.log_dict({f"test/{k}": results[k] for k in SUMMARY_KEYS})
-        self.test_results = {k: v.detach().cpu() for k, v in results.items()}
-        self.test_metric.reset()
+        self.test_results = self._robustness_results("test")
+        self.log_dict({f"test/{k}": self.test_results[k] for k in SUMMARY_KEYS})
 
     # ---- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -1,0 +1,86 @@
+"""Lightning callbacks batlit adds to a run.
+
+:class:`WandbReports` turns each validation and the test into W&B charts: a per-class bar chart
+of the robust error, a table of the per-class standard / boundary / robust errors (with avg and
+worst rows) and the adversarial confusion matrix; at test it also fills the run summary.
+Scalars (``train/*``, ``val/*``, ``test/*``) reach W&B through Lightning's WandbLogger like any
+other logger.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+
+from .reporting import METRICS, results_to_json
+
+
+def wandb_runs(loggers: Sequence[Any]) -> list[Any]:
+    """The W&B runs behind the Lightning loggers (empty when no WandbLogger is used)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]
+
+
+def per_class_rows(summary: dict[str, Any], class_names: Sequence[str]) -> list[list[Any]]:
+    """Rows ``[class, n, std %, bndy %, rob %]``, then ``avg`` and ``worst``."""
+    def pct(v: float | None) -> float | None:
+        return None if v is None else round(100 * v, 4)
+
+    rows = [[name, summary["count_per_class"][i], *(pct(summary[f"{k}_per_class"][i]) for k, _ in METRICS)]
+            for i, name in enumerate(class_names)]
+    rows.append(["avg", sum(summary["count_per_class"]), *(pct(summary[f"{k}_avg"]) for k, _ in METRICS)])
+    rows.append(["worst", None, *(pct(summary[f"{k}_worst"]) for k, _ in METRICS)])
+    return rows
+
+
+class WandbReports(L.Callback):
+    """Per-class charts and the adversarial confusion matrix in W&B at validation and test."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            self._log(trainer, pl_module, "val", pl_module.val_results)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        runs = self._log(trainer, pl_module, "test", pl_module.test_results)
+        summary = results_to_json(pl_module.test_results, pl_module.class_names)
+        for run in runs:
+            run.summary.update({f"test/{k}": v for k, v in summary.items()
+                                if not k.endswith(("_per_class",)) and k not in ("adv_confusion", "count_per_class")})
+
+    def _log(self, trainer: L.Trainer, pl_module: Any, phase: str, results: dict | None) -> list[Any]:
+        runs = wandb_runs(trainer.loggers) if trainer.is_global_zero else []
+        if not runs or results is None:
+            return []
+        import wandb
+
+        names = pl_module.class_names
+        summary = results_to_json(results, names)
+        table = wandb.Table(columns=["class", "n", "std_error", "bndy_error", "rob_error"],
+                            data=per_class_rows(summary, names))
+        per_class = wandb.Table(columns=["class", "rob_error"],
+                                data=[[n, r[4]] for n, r in zip(names, table.data)])
+        confusion = summary["adv_confusion"]
+        cells = wandb.Table(columns=["Actual", "Predicted", "nPredictions"],
+                            data=[[names[i], names[j], confusion[i][j]]
+                                  for i in range(len(names)) for j in range(len(names))])
+        charts = {
+            f"{phase}/per_class_table": table,
+            f"{phase}/per_class_rob_error": wandb.plot.bar(
+                per_class, "class", "rob_error", title=f"{phase}: robust error per class (%)"),
+            f"{phase}/adv_confusion": wandb.plot_table(
+                "wandb/confusion_matrix/v1", cells,
+                {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+                {"title": f"{phase}: adversarial confusion (true x predicted)"}),
+            "trainer/global_step": trainer.global_step,
+        }
+        for run in runs:
+            run.log(charts)
+        return runs
+
+
+def finish_wandb(loggers: Sequence[Any]) -> None:
+    """End the W&B run, so that the next job of a multirun starts its own."""
+    for run in wandb_runs(loggers):
+        run.finish()

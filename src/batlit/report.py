@@ -1,0 +1,325 @@
+"""Paper-style tables and figures across runs and seeds: ``python -m batlit.report RUN_DIR... [--baseline RUN_DIR]``.
+
+Each RUN_DIR is a training run (it holds ``metrics.json``) or any folder above runs, such as a
+Hydra multirun directory; every run below it is read. Runs are grouped by method and by the
+config values that differ between them (the seed aside), and each group becomes one row of a
+table like the paper's Table 1: average and worst-class standard, boundary and robust error in %,
+mean ± standard deviation over its seeds. ``eval_<attack>.json`` files written by
+``batlit.evaluate`` beside a run add ``<attack>`` robust-error columns (AutoAttack, CW, ...).
+With ``--baseline``, ρ columns compare each row with the baseline's mean (DESIGN.md §4, DAFA):
+ρ = (worst − worst_base)/worst_base − (avg_base − avg)/avg_base on accuracies; higher is better.
+
+Writes ``report.md``, ``report.csv``, ``per_class_errors.png`` (the paper's Figure 4) and
+``clean_vs_robust.png`` (Figure 1) into ``--out`` (default: ``<RUN_DIR>/report`` for one
+directory, else ``outputs/report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .reporting import METRICS
+
+# Config keys that say where or how a run was executed, not what was trained.
+IGNORED_PREFIXES = ("paths.", "logger.", "hydra.", "objective.")
+IGNORED_KEYS = {"task_name", "ckpt_path", "resume", "test", "data.root", "data.num_workers", "data.eval_batch_size",
+                "data.download", "data.cache_dir", "method.init_ckpt", "trainer.default_root_dir",
+                "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                "trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy",
+                "trainer.deterministic", "trainer.plugins", "trainer.callbacks"}
+COLUMNS = [(f"{key}_{kind}", f"{title} {label}") for key, label in METRICS for kind, title in
+           (("avg", "Avg"), ("worst", "Worst"))]
+
+
+@dataclass
+class Run:
+    path: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any]              # flattened: "method.alpha" -> 1.0
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack name -> eval JSON
+
+    @property
+    def method(self) -> str:
+        return str(self.metrics.get("method") or self.config.get("method._target_", "?").rsplit(".", 1)[-1])
+
+
+@dataclass
+class Group:
+    label: str
+    runs: list[Run]
+
+    def values(self, key: str, attack: str | None = None) -> list[float]:
+        """One value per run: a metrics.json key, or an eval JSON's when attack is given."""
+        sources = [r.metrics if attack is None else r.evals.get(attack, {}) for r in self.runs]
+        return [float(s[key]) for s in sources if s.get(key) is not None]
+
+    def mean(self, key: str, attack: str | None = None) -> float | None:
+        values = self.values(key, attack)
+        return statistics.fmean(values) if values else None
+
+    def sd(self, key: str, attack: str | None = None) -> float | None:
+        values = self.values(key, attack)
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    def per_class(self, metric: str) -> list[float]:
+        """Mean over seeds of a per-class error vector."""
+        rows = [r.metrics[f"{metric}_per_class"] for r in self.runs]
+        return [statistics.fmean(v for v in col if v is not None) if any(v is not None for v in col)
+                else math.nan for col in zip(*rows)]
+
+
+class ReportError(Exception):
+    pass
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    if isinstance(node, list):
+        return {prefix[:-1]: json.dumps(node)}
+    return {prefix[:-1]: node}
+
+
+def find_runs(paths: Sequence[Path]) -> list[Run]:
+    import yaml
+
+    runs, seen = [], set()
+    for root in paths:
+        if not root.exists():
+            raise ReportError(f"RUN_DIR: '{root}' does not exist")
+        found = sorted(root.rglob("metrics.json")) if root.is_dir() else []
+        if not found:
+            raise ReportError(f"RUN_DIR: no metrics.json under '{root}' (is it a batlit.train run or multirun folder?)")
+        for metrics_path in found:
+            run_dir = metrics_path.parent.resolve()
+            if run_dir in seen:
+                continue
+            seen.add(run_dir)
+            config_path = run_dir / "config.yaml"
+            config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+            evals = {}
+            for eval_path in sorted(run_dir.glob("eval_*.json")):
+                record = json.loads(eval_path.read_text())
+                evals[record.get("attack", {}).get("name") or eval_path.stem[5:]] = record
+            runs.append(Run(run_dir, json.loads(metrics_path.read_text()), flatten(config or {}), evals))
+    return runs
+
+
+def _ignored(key: str) -> bool:
+    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES) or key.rsplit(".", 1)[-1] == "seed"
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _varying(runs: Sequence[Run], keys: Iterable[str]) -> list[str]:
+    return [k for k in sorted(keys) if not _ignored(k)
+            and len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in runs}) > 1]
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Runs that differ only in seed (and where they ran) share a group; labels name what differs.
+
+    A label shows the method's own hyper-parameters that differ between its runs, then any other
+    setting that differs across all runs (data, model, epochs, ...).
+    """
+    by_method: dict[str, list[Run]] = {}
+    for run in runs:
+        by_method.setdefault(run.method, []).append(run)
+    common = [k for k in _varying(runs, {k for r in runs for k in r.config})
+              if not k.startswith("method.") and not k.endswith("._target_")]
+    groups: dict[tuple, Group] = {}
+    for method, members in by_method.items():
+        own = [k for k in _varying(members, {k for r in members for k in r.config})
+               if k.startswith("method.") and k != "method._target_"]
+        for run in members:
+            key = (method, *(json.dumps(run.config.get(k), default=str) for k in own + common))
+            if key not in groups:
+                parts = [f"{k.removeprefix('method.')}={_fmt_value(run.config.get(k))}" for k in own + common]
+                groups[key] = Group(method + (f" ({', '.join(parts)})" if parts else ""), [])
+            groups[key].runs.append(run)
+    return list(groups.values())
+
+
+def rho(avg: float, worst: float, base_avg: float, base_worst: float) -> float:
+    """DAFA's ρ on accuracies from errors: (worst − worst_b)/worst_b − (avg_b − avg)/avg_b."""
+    acc, worst_acc, base_acc, base_worst_acc = 1 - avg, 1 - worst, 1 - base_avg, 1 - base_worst
+    if base_acc <= 0 or base_worst_acc <= 0:
+        return math.nan
+    return (worst_acc - base_worst_acc) / base_worst_acc - (base_acc - acc) / base_acc
+
+
+def table_rows(groups: Sequence[Group], baseline: Group | None) -> tuple[list[str], list[list[str]], list[dict]]:
+    """Markdown header and cells, and one numeric CSV record per group."""
+    attacks = sorted({a for g in groups for r in g.runs for a in r.evals})
+    header = ["Method", "Seeds", *(title for _, title in COLUMNS)]
+    header += [f"{a} {kind} Rob" for a in attacks for kind in ("Avg", "Worst")]
+    rho_keys = [("std", None), ("rob", None), *(("rob", a) for a in attacks)] if baseline else []
+    header += [f"ρ {m}" + (f" {a}" if a else "") for m, a in rho_keys]
+
+    def cell(g: Group, key: str, attack: str | None = None) -> str:
+        mean, sd = g.mean(key, attack), g.sd(key, attack)
+        if mean is None:
+            return "-"
+        return f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if sd is not None else "")
+
+    rows, records = [], []
+    for g in groups:
+        row = [g.label, str(len(g.runs)), *(cell(g, key) for key, _ in COLUMNS)]
+        record: dict[str, Any] = {"method": g.label, "seeds": len(g.runs),
+                                  "runs": ";".join(str(r.path) for r in g.runs)}
+        for key, _ in COLUMNS:
+            record[f"{key}_mean"], record[f"{key}_sd"] = g.mean(key), g.sd(key)
+        for a in attacks:
+            for kind in ("avg", "worst"):
+                row.append(cell(g, f"rob_{kind}", a))
+                record[f"{a}_rob_{kind}_mean"], record[f"{a}_rob_{kind}_sd"] = g.mean(f"rob_{kind}", a), g.sd(f"rob_{kind}", a)
+        for m, a in rho_keys:
+            values = [g.mean(f"{m}_avg", a), g.mean(f"{m}_worst", a),
+                      baseline.mean(f"{m}_avg", a), baseline.mean(f"{m}_worst", a)]
+            r = rho(*values) if None not in values else math.nan
+            row.append("-" if math.isnan(r) else f"{r:+.3f}")
+            record["rho_" + m + (f"_{a}" if a else "")] = None if math.isnan(r) else r
+        rows.append(row)
+        records.append(record)
+    return header, rows, records
+
+
+def markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _class_names(groups: Sequence[Group]) -> list[str]:
+    names = {tuple(r.metrics.get("class_names") or ()) for g in groups for r in g.runs}
+    if len(names) != 1:
+        raise ReportError("RUN_DIR: the runs have different classes; report runs of one dataset at a time")
+    return list(names.pop())
+
+
+def plot_per_class(groups: Sequence[Group], class_names: list[str], path: Path) -> None:
+    """The paper's Figure 4: per-class standard, boundary and robust error of several runs side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    K, n = len(class_names), len(groups)
+    pos, width = np.arange(K), 0.8 / max(n, 1)
+    fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.9 * K + 0.4 * n), 9), sharex=True)
+    for ax, (key, title) in zip(axes, METRICS):
+        for i, g in enumerate(groups):
+            ax.bar(pos - 0.4 + width * (i + 0.5), 100 * np.asarray(g.per_class(key)), width, label=g.label)
+        ax.set_ylabel(f"{title} error (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=min(n, 3), loc="upper left")
+    axes[-1].set_xticks(pos, class_names, rotation=45 if K > 6 else 0, ha="right" if K > 6 else "center")
+    fig.suptitle("Per-class errors (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_clean_vs_robust(groups: Sequence[Group], class_names: list[str], path: Path) -> None:
+    """The paper's Figure 1: clean and robust accuracy per class, one panel per run group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    K, n = len(class_names), len(groups)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(5, 0.55 * K) * cols, 3.6 * rows), squeeze=False, sharey=True)
+    pos = np.arange(K)
+    for ax, g in zip(axes.flat, groups):
+        clean = 100 - 100 * np.asarray(g.per_class("std"))
+        robust = 100 - 100 * np.asarray(g.per_class("rob"))
+        ax.bar(pos - 0.2, clean, 0.4, label="clean", color="tab:blue")
+        ax.bar(pos + 0.2, robust, 0.4, label="robust (PGD)", color="tab:red")
+        ax.set_title(g.label, fontsize=9)
+        ax.set_xticks(pos, class_names, rotation=45 if K > 6 else 0, ha="right" if K > 6 else "center", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None = None,
+           figures: bool = True) -> dict[str, Any]:
+    runs = find_runs(paths)
+    groups = group_runs(runs)
+    base_group = None
+    if baseline is not None:
+        base_runs = find_runs([baseline])
+        base_group = Group("baseline", base_runs)
+    class_names = _class_names(groups)
+    header, rows, records = table_rows(groups, base_group)
+    if out is None:
+        out = paths[0] / "report" if len(paths) == 1 else Path("outputs") / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    first = runs[0].metrics
+    attack = first.get("attack") or {}
+    caption = (f"{len(runs)} runs in {len(groups)} groups; errors in % (mean ± std over seeds) on "
+               f"{first.get('num_test_samples', '?')} test images of {first.get('data', '?')}, "
+               f"PGD-{attack.get('steps', '?')} at eps={attack.get('eps', 0):.4g}")
+    if base_group is not None:
+        caption += f"; ρ against {baseline} ({len(base_group.runs)} runs)"
+    table = markdown(header, rows)
+    (out / "report.md").write_text(f"{caption}\n\n{table}\n")
+    with (out / "report.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    written = [out / "report.md", out / "report.csv"]
+    if figures:
+        plot_per_class(groups, class_names, out / "per_class_errors.png")
+        plot_clean_vs_robust(groups, class_names, out / "clean_vs_robust.png")
+        written += [out / "per_class_errors.png", out / "clean_vs_robust.png"]
+    return {"caption": caption, "table": table, "records": records, "written": written}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batlit.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="training runs or folders above them (Hydra multirun directories)")
+    parser.add_argument("--baseline", type=Path, help="run (or folder of seeds) the ρ columns compare against")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report, or outputs/report)")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    try:
+        result = report(args.runs, args.baseline, args.out, figures=not args.no_figures)
+    except ReportError as err:
+        print(f"batlit: config error: {err}", file=sys.stderr)
+        return 2
+    print(result["caption"])
+    print()
+    print(result["table"])
+    print(f"\nOutputs written to {result['written'][0].parent}")
+    for path in result["written"]:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
