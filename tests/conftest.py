@@ -21,8 +21,9 @@ TINY = [
 ]
 
 
-def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0", **(env or {})}
     env.pop("WANDB_MODE", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -49,3 +50,12 @@ def train_multirun(sweep_dir: Path, *overrides: str, tiny: bool = True) -> list[
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     return [json.loads((job / "metrics.json").read_text()) for job in jobs]
+
+
+@pytest.fixture(scope="session")
+def hot_start(tmp_path_factory) -> Path:
+    """One tiny PGD-AT run with a validation split, trained once per session through the CLI:
+    the checkpoint FRL fine-tunes, and the one the checkpoint and resume checks read."""
+    run_dir = tmp_path_factory.mktemp("hot_start")
+    train(run_dir, "method=pgd_at", "data.val_size=40")
+    return run_dir

@@ -78,9 +78,8 @@ def test_init_ckpt_errors_name_the_file(tmp_path):
         FRL(_model(), attack=ATTACK, optimizer=OPT, init_ckpt=str(tmp_path / "none.ckpt"))
 
 
-def test_frl_fine_tunes_a_pgd_at_checkpoint_through_the_cli(tmp_path):
-    train(tmp_path / "hot", "method=pgd_at", "data.val_size=60")
-    ckpt = tmp_path / "hot" / "checkpoints" / "last.ckpt"
+def test_frl_fine_tunes_a_pgd_at_checkpoint_through_the_cli(tmp_path, hot_start):
+    ckpt = hot_start / "checkpoints" / "last.ckpt"
     record = train(tmp_path / "frl", "method=frl_rwrm", f"method.init_ckpt={ckpt}", "data.val_size=60", "epochs=2")
     assert record["method"] == "frl_rwrm"
     rows = list(csv.DictReader((tmp_path / "frl" / "csv" / "metrics.csv").open()))

@@ -13,10 +13,11 @@ SUMMARY = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_wor
 
 def test_each_method_trains_on_synthetic_and_writes_outputs(tmp_path):
     methods = ["standard", "pgd_at", "trades"]
-    records = train_multirun(tmp_path, f"method={','.join(methods)}")  # one process, three runs
+    records = train_multirun(tmp_path, f"method={','.join(methods)}", "logger=many")  # one process, three runs
     assert [r["method"] for r in records] == methods
     for job, record in enumerate(records):
         check_record(record, tmp_path / str(job))
+        assert list((tmp_path / str(job) / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def check_record(record: dict, run_dir) -> None:
@@ -43,20 +44,8 @@ def test_each_method_trains_on_digits(tmp_path):
         assert record["num_test_samples"] == 450 and record["class_names"][0] == "0"
 
 
-def test_same_seed_gives_same_metrics_on_cpu(tmp_path):
-    a = train(tmp_path / "a", "method=trades", "seed=3")
-    b = train(tmp_path / "b", "method=trades", "seed=3")
-    for key in SUMMARY + ("rob_per_class",):
-        assert a[key] == b[key]
-
-
-def test_tensorboard_logger(tmp_path):
-    train(tmp_path, "logger=tensorboard")
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-
-
 @pytest.mark.parametrize("epochs", [
-    pytest.param(6, id="shortened"),
+    pytest.param(4, id="shortened"),
     pytest.param(None, id="as-documented", marks=pytest.mark.slow),  # a minute: make test-all
 ])
 def test_quickstart_prints_the_table_and_the_output_dir(tmp_path, epochs):
@@ -98,7 +87,8 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
 
 
 def test_missing_cifar10_fails_fast_naming_the_path(tmp_path):
-    root = tmp_path / "nowhere"
+    root = tmp_path / "empty"  # exists, but holds no CIFAR-10 (a root that does not exist: test_reliability)
+    root.mkdir()
     proc = run_cli("batlit.train", "data=cifar10", "model=small_cnn", f"data.root={root}", "data.download=false",
                    f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
     assert proc.returncode == 1

@@ -1,5 +1,10 @@
 """Lightning callbacks batlit adds to a run.
 
+:class:`EpochSeeding` reseeds every random stream at the start of each training epoch from
+(seed, epoch), so a run resumed from an epoch-end checkpoint replays exactly what an
+uninterrupted run does (the data order, augmentations and attack starts of every later epoch).
+:class:`NonFiniteLossGuard` stops training at the first NaN/inf loss, before the step corrupts
+the weights, naming epoch and step; the last checkpoint on disk stays the last good one.
 :class:`WandbReports` turns each validation and the test into W&B charts: a per-class bar chart
 of the robust error, a table of the per-class standard / boundary / robust errors (with avg and
 worst rows) and the adversarial confusion matrix; at test it also fills the run summary.
@@ -13,7 +18,55 @@ from typing import Any, Sequence
 
 import lightning as L
 
+from .config import UserError
 from .reporting import METRICS, results_to_json
+
+
+class NonFiniteLossError(UserError):
+    kind = "training error"
+    exit_code = 1
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**31 - 1)
+
+
+class EpochSeeding(L.Callback):
+    """Seed torch (CPU and CUDA), numpy and random from (seed, epoch) before each training epoch."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        L.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Raise :class:`NonFiniteLossError` before backward when the loss is NaN or infinite.
+
+    Checking costs one host sync per step, the one the progress bar's loss display already makes.
+    """
+
+    def __init__(self, checkpoint_dir: Any = None) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.batch_idx = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.batch_idx = batch_idx
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: Any, loss: Any) -> None:
+        import torch
+
+        if not bool(torch.isfinite(loss.detach()).all()):
+            from pathlib import Path
+
+            last = Path(self.checkpoint_dir) / "last.ckpt" if self.checkpoint_dir else None
+            kept = (f"; the last good checkpoint is {last}" if last is not None and last.is_file()
+                    else "; no checkpoint was written before it")
+            raise NonFiniteLossError(
+                f"non-finite training loss ({float(loss.detach())}) at epoch {trainer.current_epoch}, "
+                f"step {trainer.global_step} (batch {self.batch_idx} of the epoch); training stopped{kept}. "
+                "Lower optimizer.lr or check the data")
 
 
 def wandb_runs(loggers: Sequence[Any]) -> list[Any]:

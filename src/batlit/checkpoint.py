@@ -58,6 +58,26 @@ def load_run(path: str | Path) -> LoadedRun:
     return LoadedRun(model, config, list(ckpt["batlit"]["class_names"]), run_dir)
 
 
+# What a checkpoint must share with the run that resumes it: the method, the architecture and its
+# shape, the dataset and its classes. Schedules, epochs and attack settings may change on resume.
+RESUME_KEYS = ("method._target_", "model._target_", "model.num_classes", "model.in_channels", "model.width",
+               "model.depth", "model.widen_factor", "data._target_", "data.num_classes", "data.image_size")
+
+
+def check_resumable(path: str | Path, cfg: DictConfig) -> None:
+    """One line naming the first key where the checkpoint's run and this run differ."""
+    ckpt = read_checkpoint(path)
+    saved = (ckpt.get("hyper_parameters") or {}).get("run_config")
+    if saved is None:
+        raise ConfigError(f"ckpt_path: '{path}' was not written by batlit.train (no config inside)")
+    saved = OmegaConf.create(saved)
+    for key in RESUME_KEYS:
+        old = OmegaConf.select(saved, key, default=None)
+        new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if old is not None and new is not None and old != new:
+            raise ConfigError(f"ckpt_path: '{path}' was trained with {key}={old}, this run has {key}={new}")
+
+
 def datamodule_for(config: DictConfig, **overrides: Any):
     """The run's DataModule (test split), with data.* overrides such as eval batch size."""
     node = OmegaConf.merge(config.data, overrides)

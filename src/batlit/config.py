@@ -126,6 +126,16 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _check_data_root(cfg: DictConfig) -> None:
+    """A dataset that cannot be downloaded must already be at data.root (image_folder never downloads)."""
+    data = cfg.get("data") or {}
+    root = _get(cfg, "data.root")
+    no_download = "download" in data and data.get("download") is False
+    from_folder = str(data.get("_target_", "")).endswith("ImageFolderDataModule")
+    if root and (no_download or from_folder) and not Path(str(root)).exists():
+        raise ConfigError(f"data.root: no dataset at '{root}'" + (" and data.download=false" if no_download else ""))
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks on the keys a user types most; cheap, and run before data or model load."""
     _check(cfg, "epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
@@ -150,6 +160,17 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, "method.tau", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
     if "init_ckpt" in (cfg.get("method") or {}).keys() and OmegaConf.is_missing(cfg.method, "init_ckpt"):
         raise ConfigError("method.init_ckpt is required: the checkpoint to fine-tune (e.g. last.ckpt of a PGD-AT run)")
+    _check(cfg, "resume", lambda v: isinstance(v, bool), "true or false")
+    _check_data_root(cfg)
+    ckpt_path = _get(cfg, "ckpt_path")
+    if ckpt_path and not Path(str(ckpt_path)).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+    requeue = _get(cfg, "slurm.requeue_signal")
+    if requeue is not None:
+        import signal
+
+        if not isinstance(getattr(signal, str(requeue), None), signal.Signals):
+            raise ConfigError(f"slurm.requeue_signal must name a signal such as SIGUSR1, got {requeue!r}")
     init_ckpt = _get(cfg, "method.init_ckpt")
     if init_ckpt and not Path(str(init_ckpt)).is_file():
         raise ConfigError(f"method.init_ckpt: no checkpoint file at '{init_ckpt}'")

@@ -67,18 +67,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from .callbacks import WandbReports, finish_wandb
+    from .callbacks import EpochSeeding, NonFiniteLossGuard, WandbReports, finish_wandb
+    from .checkpoint import AtomicCheckpointIO, check_resumable
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    ckpt_path = resume_path(cfg, run_dir)
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, cfg)  # before data and model: a wrong checkpoint costs a second
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = _instantiate(cfg.data, "data")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    try:  # reading the files: a bad image, an empty class folder, a corrupt zip -> one line
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    except ValueError as err:
+        raise ConfigError(f"data: {err}") from err
     with open_dict(cfg):
         if cfg.data.get("num_classes") is None:
             cfg.data.num_classes = datamodule.num_classes
     validate(cfg)  # now that data.num_classes is known, model and data must agree
+    if ckpt_path is not None:
+        check_resumable(ckpt_path, cfg)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     model = _instantiate(cfg.model, "model")
@@ -93,12 +102,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if method.needs_val_split and not datamodule.val_dataloader():
         raise ConfigError(f"data.val_size: method {picked_name(cfg)} needs a validation split; set data.val_size > 0")
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
-    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)]
+    # checkpoints/last.ckpt after every epoch (atomically replaced): what resume=true continues from
+    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                 every_n_epochs=1, enable_version_counter=False),
+                 EpochSeeding(cfg.seed)]
+    if cfg.get("stop_on_nonfinite_loss", True):
+        callbacks.append(NonFiniteLossGuard(run_dir / "checkpoints"))
     if wandb_runs_possible(loggers):
         callbacks.append(WandbReports())
-    trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks)
+    callbacks += [_instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
+    trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks,
+                           plugins=trainer_plugins(cfg, AtomicCheckpointIO()))
     try:
-        record = _fit_and_test(cfg, trainer, method, datamodule, run_dir)
+        record = _fit_and_test(cfg, trainer, method, datamodule, run_dir, ckpt_path)
     finally:
         finish_wandb(loggers)
     if trainer.is_global_zero and "rob_avg" in record:
@@ -106,10 +122,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path) -> dict[str, Any]:
+def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """``ckpt_path`` if given, else with ``resume=true`` the run directory's last.ckpt when it exists."""
+    if cfg.get("ckpt_path"):
+        return Path(str(cfg.ckpt_path))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.get("resume") and last.is_file():
+        log.info("resuming from %s", last)
+        return last
+    if cfg.get("resume"):
+        log.info("resume=true but no %s yet: starting from scratch", last)
+    return None
+
+
+def trainer_plugins(cfg: DictConfig, checkpoint_io: Any) -> list[Any]:
+    """Atomic checkpoint I/O always; inside a SLURM job, SLURM's environment with auto-requeue from config."""
+    import signal
+
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    plugins = [checkpoint_io]
+    if SLURMEnvironment.detect():
+        spec = cfg.get("slurm") or {}
+        plugins.append(SLURMEnvironment(auto_requeue=bool(spec.get("auto_requeue", True)),
+                                        requeue_signal=getattr(signal, str(spec.get("requeue_signal", "SIGUSR1")))))
+    return plugins
+
+
+def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
     import torch
 
-    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
     val = results_to_json(method.val_results, method.class_names) if method.val_results else None
     if not cfg.get("test", True):
         return {"val": val} if val else {}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..config import DataUnavailableError  # defined beside ConfigError: both are user errors
 
@@ -56,8 +56,25 @@ class LoadedData:
 
 
 # --------------------------------------------------------------------------------------------------
-# Dataset and collation
+# Dataset, sampler and collation
 # --------------------------------------------------------------------------------------------------
+
+
+class EpochRandomSampler(RandomSampler):
+    """A RandomSampler whose order is a function of (seed, epoch) alone.
+
+    Lightning calls ``set_epoch`` before each training epoch, so a run resumed from an epoch's
+    checkpoint sees the same order as an uninterrupted one, whatever the global RNG did before.
+    Being a RandomSampler, Lightning still swaps in a DistributedSampler under DDP.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = int(seed)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = _generator(self.seed, 1_000 + int(epoch))
 
 class TensorImageDataset(Dataset):
     """A map-style dataset over in-memory uint8 images, yielding float32 images in [0, 1].
@@ -404,12 +421,14 @@ class ImageDataModule(L.LightningDataModule):
     # ---- dataloaders -----------------------------------------------------------------------------
 
     def _loader(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool) -> DataLoader:
-        # Default sampler (shuffle=True -> RandomSampler) so seed_everything and Lightning's
-        # DistributedSampler injection both work.
+        dataset = TensorImageDataset(x, y)
         return DataLoader(
-            TensorImageDataset(x, y),
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochRandomSampler(dataset, self.seed) if shuffle else None,
+            # its own generator: creating an iterator draws a worker base seed, which must not
+            # shift the global stream that augmentation and attack starts use
+            generator=_generator(self.seed, 3_000),
             drop_last=False,
             num_workers=self.num_workers,
             collate_fn=passthrough_collate,
