@@ -47,5 +47,26 @@ for run in "${runs[@]}"; do
       'methods=[standard,pgd_at,trades,bat,bat_frozen,bat_nosync,reference_bat]' >"$OUT/$name.txt" 2>&1 || status=1
   cat "$OUT/$name.txt"
 done
+# Real training epochs through the CLI with the default fast paths (on a GPU: bf16 autocast,
+# channels_last, the dataset resident on the GPU with on-device crop/flip): images/s per epoch
+# from the run's own perf/train_images_per_s log; the first epoch includes warm-up.
+if [ "$DRY" = 1 ]; then
+  epoch_args=(model=small_cnn data.n_train=256 data.n_test=64 data.image_size=16 data.batch_size=64 epochs=2)
+else
+  epoch_args=(model=resnet18 data.n_train=50000 data.n_test=1000 data.image_size=32 data.batch_size=512 epochs=3)
+fi
+for method in pgd_at bat; do
+  echo "== epoch_$method"
+  "$PY" -m batlit.train method=$method data=synthetic "${epoch_args[@]}" data.val_size=0 test=false \
+      scheduler=constant trainer.enable_progress_bar=false hydra.run.dir="$OUT/epoch_$method" \
+      >"$OUT/epoch_$method.txt" 2>&1 || status=1
+  "$PY" - "$OUT/epoch_$method/csv/metrics.csv" "$method" <<'PY' | tee -a "$OUT/epochs.txt" || status=1
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r.get("perf/train_images_per_s")]
+rates = [float(r["perf/train_images_per_s"]) for r in rows]
+secs = [float(r["perf/epoch_seconds"]) for r in rows]
+print(f"{sys.argv[2]}: images/s per epoch {[round(x) for x in rates]}, seconds per epoch {[round(x, 2) for x in secs]}")
+PY
+done
 echo "results in $OUT (status $status)"
 exit $status

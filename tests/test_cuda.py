@@ -82,3 +82,25 @@ def test_train_cli_on_gpu(tmp_path):
         "data=synthetic", "model=small_cnn", "epochs=1", "attack.train.steps=2", "attack.val.steps=2",
         "attack.test.steps=2", "trainer.enable_progress_bar=false"], tiny=False)
     assert record["method"] == "bat" and 0 <= record["rob_avg"] <= 1
+
+
+def test_data_on_device_gathers_batches_on_the_gpu():
+    from types import SimpleNamespace
+
+    from batlit.data import SyntheticDataModule
+
+    dm = SyntheticDataModule(n_train=64, n_test=32, image_size=8, batch_size=16, num_workers=2, on_device=True)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), training=True)
+    loader = dm.train_dataloader()
+    x, y = next(iter(loader))
+    assert x.device.type == "cuda" and y.device.type == "cuda" and loader.num_workers == 0
+    assert dm.train_dataloader().dataset.images is loader.dataset.images  # copied once
+
+
+def test_train_with_the_gpu_fast_paths_records_them(tmp_path):
+    record = train(tmp_path, "trainer=gpu", "method=bat", *[
+        "data=synthetic", "model=small_cnn", "epochs=1", "attack.train.steps=2", "attack.val.steps=2",
+        "attack.test.steps=2", "trainer.enable_progress_bar=false"], tiny=False)
+    assert record["fast_paths"] == {"precision": "bf16-mixed", "channels_last": True, "on_device": True,
+                                    "compile": False}

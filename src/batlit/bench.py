@@ -144,11 +144,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     x, y = x.to(device), y.to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x = x.contiguous(memory_format=memory_format)
-    base_model = hydra.utils.instantiate(cfg.model)
+    base_model = hydra.utils.instantiate(cfg.model, channels_last=False)
     if cfg.ckpt:
         from .checkpoint import load_run
 
         base_model = load_run(cfg.ckpt).model
+    from .models import Normalize
+
+    for module in base_model.modules():  # the bench's switch decides the layout, not model.channels_last
+        if isinstance(module, Normalize):
+            module.channels_last = bool(cfg.channels_last)
     base_model = base_model.to(device, memory_format=memory_format)
     if device.type == "cuda":
         sync = torch.cuda.synchronize

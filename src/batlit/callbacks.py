@@ -41,6 +41,54 @@ class EpochSeeding(L.Callback):
         L.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
 
 
+class EpochThroughput(L.Callback):
+    """Log ``perf/epoch_seconds`` and ``perf/train_images_per_s`` for every training epoch.
+
+    Wall-clock of the training part of the epoch (data, attack, objective, optimiser step), with
+    the epoch-end validation subtracted and one device sync at each end so queued GPU work is
+    counted. Under DDP the figures are rank 0's (its shard of each batch).
+    """
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.paused = 0.0
+        self.pause_start: float | None = None
+        self.images = 0
+
+    @staticmethod
+    def _now(pl_module: Any) -> float:
+        import time
+
+        import torch
+
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.start, self.paused, self.images = self._now(pl_module), 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.images += len(batch[1])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.start is not None and not trainer.sanity_checking:
+            self.pause_start = self._now(pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.pause_start is not None:
+            self.paused += self._now(pl_module) - self.pause_start
+            self.pause_start = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.start is None or not self.images:
+            return
+        seconds = self._now(pl_module) - self.start - self.paused
+        pl_module.log_dict({"perf/epoch_seconds": seconds, "perf/train_images_per_s": self.images / seconds},
+                           on_epoch=True, rank_zero_only=True)
+        self.start = None
+
+
 class NonFiniteLossGuard(L.Callback):
     """Raise :class:`NonFiniteLossError` before backward when the loss is NaN or infinite.
 

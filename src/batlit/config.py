@@ -99,9 +99,28 @@ def run_name() -> str:
     return f"{name} {overrides}" if sweep_group() and overrides else name
 
 
+def on_gpu(accelerator: str = "auto") -> bool:
+    """True where the run will use a CUDA GPU: one is visible and ``trainer.accelerator`` is not cpu.
+
+    The default of every GPU fast path (``model.channels_last``, ``data.on_device``, bf16).
+    """
+    if str(accelerator) == "cpu":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def gpu_or(on_gpu_value: Any, otherwise: Any, accelerator: str = "auto") -> Any:
+    """``${batlit_gpu_or:bf16-mixed,32-true,${.accelerator}}``: the first value on a GPU, else the second."""
+    return on_gpu_value if on_gpu(accelerator) else otherwise
+
+
 def register_resolvers() -> None:
     for name, fn in (("batlit_root", project_root), ("batlit_run_dir", run_dir_of),
-                     ("batlit_sweep_group", sweep_group), ("batlit_run_name", run_name)):
+                     ("batlit_sweep_group", sweep_group), ("batlit_run_name", run_name),
+                     ("batlit_on_gpu", lambda acc="auto": on_gpu(acc)),
+                     ("batlit_gpu_or", lambda a, b, acc="auto": gpu_or(a, b, acc))):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
@@ -161,6 +180,8 @@ def validate(cfg: DictConfig) -> None:
     if "init_ckpt" in (cfg.get("method") or {}).keys() and OmegaConf.is_missing(cfg.method, "init_ckpt"):
         raise ConfigError("method.init_ckpt is required: the checkpoint to fine-tune (e.g. last.ckpt of a PGD-AT run)")
     _check(cfg, "resume", lambda v: isinstance(v, bool), "true or false")
+    for key in ("compile", "model.channels_last", "data.on_device"):
+        _check(cfg, key, lambda v: isinstance(v, bool), "true or false")
     _check_data_root(cfg)
     ckpt_path = _get(cfg, "ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).is_file():

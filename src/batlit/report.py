@@ -34,7 +34,9 @@ IGNORED_KEYS = {"task_name", "ckpt_path", "resume", "test", "data.root", "data.n
                 "data.download", "data.cache_dir", "method.init_ckpt", "trainer.default_root_dir",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                 "trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy",
-                "trainer.deterministic", "trainer.plugins", "trainer.callbacks"}
+                "trainer.deterministic", "trainer.plugins", "trainer.callbacks",
+                "model.channels_last", "data.on_device", "compile", "resume", "stop_on_nonfinite_loss",
+                "callbacks", "slurm.auto_requeue", "slurm.requeue_signal"}
 COLUMNS = [(f"{key}_{kind}", f"{title} {label}") for key, label in METRICS for kind, title in
            (("avg", "Avg"), ("worst", "Worst"))]
 
@@ -124,6 +126,13 @@ def _fmt_value(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _fmt_key(key: str, value: Any) -> str:
+    """``alpha=0.5``; a class path by its last name: ``model=resnet18``."""
+    if key.endswith("._target_"):
+        return f"{key[:-len('._target_')]}={str(value).rsplit('.', 1)[-1]}"
+    return f"{key.removeprefix('method.')}={_fmt_value(value)}"
+
+
 def _varying(runs: Sequence[Run], keys: Iterable[str]) -> list[str]:
     return [k for k in sorted(keys) if not _ignored(k)
             and len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in runs}) > 1]
@@ -138,8 +147,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     by_method: dict[str, list[Run]] = {}
     for run in runs:
         by_method.setdefault(run.method, []).append(run)
-    common = [k for k in _varying(runs, {k for r in runs for k in r.config})
-              if not k.startswith("method.") and not k.endswith("._target_")]
+    common = [k for k in _varying(runs, {k for r in runs for k in r.config}) if not k.startswith("method.")]
     groups: dict[tuple, Group] = {}
     for method, members in by_method.items():
         own = [k for k in _varying(members, {k for r in members for k in r.config})
@@ -147,7 +155,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         for run in members:
             key = (method, *(json.dumps(run.config.get(k), default=str) for k in own + common))
             if key not in groups:
-                parts = [f"{k.removeprefix('method.')}={_fmt_value(run.config.get(k))}" for k in own + common]
+                parts = [_fmt_key(k, run.config.get(k)) for k in own + common]
                 groups[key] = Group(method + (f" ({', '.join(parts)})" if parts else ""), [])
             groups[key].runs.append(run)
     return list(groups.values())

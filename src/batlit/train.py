@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from .callbacks import EpochSeeding, NonFiniteLossGuard, WandbReports, finish_wandb
+    from .callbacks import EpochSeeding, EpochThroughput, NonFiniteLossGuard, WandbReports, finish_wandb
     from .checkpoint import AtomicCheckpointIO, check_resumable
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -91,6 +91,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     model = _instantiate(cfg.model, "model")
+    if cfg.get("compile"):
+        model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
     method = _instantiate(
         cfg.method, "method", _recursive_=False, _convert_="all", model=model,
         attack=OmegaConf.to_container(cfg.attack, resolve=True),
@@ -104,8 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
     # checkpoints/last.ckpt after every epoch (atomically replaced): what resume=true continues from
     callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                 every_n_epochs=1, enable_version_counter=False),
-                 EpochSeeding(cfg.seed)]
+                                 every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False),
+                 EpochSeeding(cfg.seed), EpochThroughput()]
     if cfg.get("stop_on_nonfinite_loss", True):
         callbacks.append(NonFiniteLossGuard(run_dir / "checkpoints"))
     if wandb_runs_possible(loggers):
@@ -166,6 +168,9 @@ def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path, c
         "num_test_samples": int(sum(summary["count_per_class"])),
         "attack": {"name": "pgd", "eps": cfg.attack.eps, **OmegaConf.to_container(cfg.attack.test)},
         "batlit_version": _version(), "torch_version": torch.__version__,
+        "fast_paths": {"precision": str(trainer.precision), "channels_last": bool(cfg.model.get("channels_last", False)),
+                       "on_device": bool(cfg.data.get("on_device", False)) and method.device.type != "cpu",
+                       "compile": bool(cfg.get("compile", False))},
         **summary,
         "val": val,  # the last validation (same attack as attack.val): for choosing hyper-parameters
     }

@@ -100,7 +100,7 @@ class TensorImageDataset(Dataset):
         return self.images[index].float().div_(255), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
         return self.images[idx].float().div_(255), self.labels[idx]
 
 def passthrough_collate(batch: Any) -> Any:
@@ -266,6 +266,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         download: bool = True,
         num_classes: int | None = None,
+        on_device: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -297,6 +298,8 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_padding = crop_padding
         self.seed = int(seed)
         self.download = bool(download)
+        self.on_device = bool(on_device)
+        self._resident: dict[tuple[int, str], Tensor] = {}
         self._expected_num_classes = num_classes
         self._config_hints = dict(kwargs)
         self.name = str(kwargs.get("name") or self.dataset_name)
@@ -420,8 +423,21 @@ class ImageDataModule(L.LightningDataModule):
 
     # ---- dataloaders -----------------------------------------------------------------------------
 
+    def _on_accelerator(self, tensor: Tensor) -> Tensor:
+        """``data.on_device``: the split is copied to the trainer's GPU once and batches are gathered
+        there, so no batch crosses the bus; a no-op on the CPU or without a trainer."""
+        device = self.trainer.strategy.root_device if self.on_device and self.trainer is not None else None
+        if device is None or device.type == "cpu":
+            return tensor
+        key = (id(tensor), str(device))
+        if key not in self._resident:
+            self._resident[key] = tensor.to(device)
+        return self._resident[key]
+
     def _loader(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = TensorImageDataset(x, y)
+        resident_x, resident_y = self._on_accelerator(x), self._on_accelerator(y)
+        on_gpu = resident_x.device.type != "cpu"
+        dataset = TensorImageDataset(resident_x, resident_y)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -430,9 +446,9 @@ class ImageDataModule(L.LightningDataModule):
             # shift the global stream that augmentation and attack starts use
             generator=_generator(self.seed, 3_000),
             drop_last=False,
-            num_workers=self.num_workers,
+            num_workers=0 if on_gpu else self.num_workers,  # worker processes cannot share GPU tensors
             collate_fn=passthrough_collate,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.num_workers > 0 and not on_gpu,
         )
 
     def _require_setup(self) -> None:

@@ -133,7 +133,9 @@ class AdversarialMethod(L.LightningModule):
         self._robustness_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._robustness_step(batch, "test")
+        # the final numbers in fp32 whatever trainer.precision (weights stay fp32 under mixed precision)
+        with torch.autocast(device_type=batch[0].device.type, enabled=False):
+            self._robustness_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         results = self._robustness_results("val")

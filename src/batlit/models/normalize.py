@@ -39,6 +39,7 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
+        self.channels_last = False  # set by use_channels_last: inputs enter in the weights' layout
         if mean is None and std is None:
             self.register_buffer("mean", None)
             self.register_buffer("std", None)
@@ -63,6 +64,8 @@ class Normalize(nn.Module):
         return None if self.mean is None else self.mean.shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.mean is None or self.std is None:
             return x
         return (x - self.mean) / self.std
@@ -98,3 +101,17 @@ def build_input_layer(
             f"{key} must have model.in_channels={in_channels} entries, got {norm.num_channels}"
         )
     return norm
+
+
+def use_channels_last(model: nn.Module, enabled: bool) -> nn.Module:
+    """``model.channels_last``: NHWC weights and inputs (faster convolutions on tensor-core GPUs).
+
+    The model's ``Normalize`` converts every input, so attacks and data need not know; parameters,
+    their names and the state dict are unchanged, so checkpoints load either way.
+    """
+    if enabled:
+        model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            if isinstance(module, Normalize):
+                module.channels_last = True
+    return model

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batlit.models.normalize import build_input_layer, check_int
+from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
 class PreActBlock(nn.Module):
@@ -82,9 +82,11 @@ def preact_resnet18(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels_last: bool = False,
     **arch_kwargs,
 ) -> nn.Module:
     """PreAct ResNet-18 (CIFAR variant); ``width`` (default 64) scales all stage widths."""
-    return PreActResNet(
+    model = PreActResNet(
         (2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs
     )
+    return use_channels_last(model, channels_last)

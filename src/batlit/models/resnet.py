@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batlit.models.normalize import build_input_layer, check_int
+from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
 class BasicBlock(nn.Module):
@@ -83,7 +83,9 @@ def resnet18(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels_last: bool = False,
     **arch_kwargs,
 ) -> nn.Module:
     """ResNet-18 (CIFAR variant); ``width`` (default 64) scales all stage widths."""
-    return ResNet((2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    model = ResNet((2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    return use_channels_last(model, channels_last)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from batlit.models.normalize import build_input_layer, check_int
+from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -59,7 +59,9 @@ def small_cnn(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels_last: bool = False,
     **arch_kwargs,
 ) -> nn.Module:
     """SmallCNN; ``width`` (default 32) is the first conv's channel count."""
-    return SmallCNN(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    model = SmallCNN(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    return use_channels_last(model, channels_last)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batlit.models.normalize import build_input_layer, check_int
+from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
 class WideBasicBlock(nn.Module):
@@ -103,10 +103,12 @@ def wrn28_10(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels_last: bool = False,
     **arch_kwargs,
 ) -> nn.Module:
     """WRN-28-10; ``dropout`` (default 0.0) is the only architecture kwarg."""
-    return WideResNet(28, 10, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    model = WideResNet(28, 10, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    return use_channels_last(model, channels_last)
 
 
 def wrn34_10(
@@ -114,7 +116,9 @@ def wrn34_10(
     in_channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels_last: bool = False,
     **arch_kwargs,
 ) -> nn.Module:
     """WRN-34-10, the TRADES / BAT CIFAR backbone; ``dropout`` (default 0.0) is the only architecture kwarg."""
-    return WideResNet(34, 10, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    model = WideResNet(34, 10, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
+    return use_channels_last(model, channels_last)

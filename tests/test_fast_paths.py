@@ -1,0 +1,92 @@
+"""Issue 7: the fast paths are config switches, on by default only where a GPU is, and change
+layouts or precision only — not what is learnt (compared on the CPU where it can run)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from batlit.models import Normalize, preact_resnet18, resnet18, small_cnn, use_channels_last, wrn28_10
+
+from conftest import train_multirun
+from test_configs import _compose
+
+
+@pytest.mark.parametrize("factory,kwargs", [(small_cnn, {"width": 8}), (resnet18, {"width": 8}),
+                                            (preact_resnet18, {"width": 8}), (wrn28_10, {})])
+def test_channels_last_gives_the_same_function_and_state_dict(factory, kwargs):
+    torch.manual_seed(0)
+    eager = factory(num_classes=10, in_channels=3, mean=[0.5] * 3, std=[0.25] * 3, **kwargs).eval()
+    fast = factory(num_classes=10, in_channels=3, mean=[0.5] * 3, std=[0.25] * 3, channels_last=True, **kwargs).eval()
+    fast.load_state_dict(eager.state_dict())  # same names: checkpoints load either way
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(m.channels_last for m in fast.modules() if isinstance(m, Normalize))
+    layouts = []
+    conv.register_forward_pre_hook(lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    out_eager = eager(x)
+    (grad_eager,) = torch.autograd.grad(out_eager.sum(), x)
+    out_fast = fast(x)
+    (grad_fast,) = torch.autograd.grad(out_fast.sum(), x)
+    assert layouts and all(layouts)  # the input really reached the first conv as NHWC
+    assert torch.allclose(out_eager, out_fast, atol=1e-4)
+    assert torch.allclose(grad_eager, grad_fast, atol=1e-4)
+
+
+def test_use_channels_last_off_is_the_identity():
+    model = small_cnn(num_classes=3, in_channels=1, width=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert use_channels_last(model, False) is model
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_fast_paths_default_on_only_where_a_gpu_is(monkeypatch, gpu):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    cfg = _compose("data=cifar10", "model=resnet18")
+    assert cfg.model.channels_last is gpu
+    assert cfg.data.on_device is gpu
+    assert cfg.trainer.precision == ("bf16-mixed" if gpu else "32-true")
+    assert cfg.compile is False  # off everywhere until measured on a GPU: docs/performance.md
+    for cpu in (_compose("trainer=cpu"), _compose("trainer=ddp", "trainer.accelerator=cpu")):
+        assert cpu.trainer.precision == "32-true"  # a CPU run on a GPU machine gets no GPU fast path
+        assert cpu.model.channels_last is False and cpu.data.on_device is False
+
+
+def _within_noise(record: dict, base: dict, key: str) -> bool:
+    """|difference| within 3 binomial standard errors of the base error on this test set."""
+    p, n = base[key], base["num_test_samples"]
+    return abs(record[key] - base[key]) <= 3 * math.sqrt(max(p * (1 - p), 0.01) / n)
+
+
+@pytest.mark.parametrize("switch", [
+    pytest.param("model.channels_last=false,true", id="channels_last"),
+    pytest.param("trainer.precision=32-true,bf16-mixed", id="bf16", marks=pytest.mark.slow),  # slow on CPUs
+])
+def test_fast_path_trains_to_the_same_metrics_within_noise(tmp_path, switch):
+    base, fast = train_multirun(tmp_path, "method=pgd_at", "epochs=2", switch)
+    assert base["fast_paths"] != fast["fast_paths"]
+    for key in ("std_avg", "rob_avg"):
+        assert _within_noise(fast, base, key), (switch, key, fast[key], base[key])
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_to_the_eager_metrics(tmp_path):
+    records = train_multirun(tmp_path, "method=pgd_at", "compile=false,true")
+    assert [r["fast_paths"]["compile"] for r in records] == [False, True]
+    assert abs(records[0]["rob_avg"] - records[1]["rob_avg"]) <= 0.02
+
+
+def test_data_on_device_is_a_no_op_on_the_cpu():
+    from types import SimpleNamespace
+
+    from batlit.data import SyntheticDataModule
+
+    dm = SyntheticDataModule(n_train=64, n_test=32, image_size=8, batch_size=16, on_device=True)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), training=False)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.device.type == "cpu" and x.shape == (16, 3, 8, 8) and dm.train_dataloader().dataset.images is dm.train_x
