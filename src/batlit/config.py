@@ -116,11 +116,22 @@ def gpu_or(on_gpu_value: Any, otherwise: Any, accelerator: str = "auto") -> Any:
     return on_gpu_value if on_gpu(accelerator) else otherwise
 
 
+def kept_classes(total: Any, classes: Any = None, exclude: Any = None) -> Any:
+    """``${batlit_kept:10,${.classes},${.exclude_classes}}``: the class count after data.classes /
+    data.exclude_classes (which the model's num_classes follows); null stays null (discovered)."""
+    if total is None:
+        return None
+    if classes is not None:
+        return len(set(classes))
+    return int(total) - len(set(exclude)) if exclude is not None else int(total)
+
+
 def register_resolvers() -> None:
     for name, fn in (("batlit_root", project_root), ("batlit_run_dir", run_dir_of),
                      ("batlit_sweep_group", sweep_group), ("batlit_run_name", run_name),
                      ("batlit_on_gpu", lambda acc="auto": on_gpu(acc)),
-                     ("batlit_gpu_or", lambda a, b, acc="auto": gpu_or(a, b, acc))):
+                     ("batlit_gpu_or", lambda a, b, acc="auto": gpu_or(a, b, acc)),
+                     ("batlit_kept", kept_classes)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

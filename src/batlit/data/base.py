@@ -267,6 +267,8 @@ class ImageDataModule(L.LightningDataModule):
         download: bool = True,
         num_classes: int | None = None,
         on_device: bool = False,
+        classes: Sequence[int | str] | None = None,
+        exclude_classes: Sequence[int | str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -299,6 +301,10 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.download = bool(download)
         self.on_device = bool(on_device)
+        if classes is not None and exclude_classes is not None:
+            raise ValueError("data.classes and data.exclude_classes: set one of them, not both")
+        self.classes = list(classes) if classes is not None else None
+        self.exclude_classes = list(exclude_classes) if exclude_classes is not None else None
         self._resident: dict[tuple[int, str], Tensor] = {}
         self._expected_num_classes = num_classes
         self._config_hints = dict(kwargs)
@@ -353,6 +359,7 @@ class ImageDataModule(L.LightningDataModule):
             return
         data, self._prepared = (self._prepared or self._load()), None
         self._check_loaded(data)
+        data = self._select_classes(data)
         class_names = list(data.class_names)
         if self._expected_num_classes is not None and self._expected_num_classes != len(class_names):
             raise ValueError(
@@ -388,6 +395,36 @@ class ImageDataModule(L.LightningDataModule):
         self.in_channels = int(c)
         self.image_size = (int(h), int(w))
         self._is_setup = True
+
+    def _select_classes(self, data: LoadedData) -> LoadedData:
+        """``data.classes`` / ``data.exclude_classes``: keep a subset of classes (by index or name),
+        labels remapped to 0..K'-1 in the original order, class names kept (the paper's Table 4)."""
+        if self.classes is None and self.exclude_classes is None:
+            return data
+        names = list(data.class_names)
+        key = "data.classes" if self.classes is not None else "data.exclude_classes"
+        picked = []
+        for entry in self.classes if self.classes is not None else self.exclude_classes:
+            if isinstance(entry, str) and entry in names:
+                picked.append(names.index(entry))
+            elif isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < len(names):
+                picked.append(int(entry))
+            else:
+                raise ValueError(f"{key}: {entry!r} is neither a class index in [0, {len(names)}) nor a class "
+                                 f"name of {self.name} ({', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+        kept = sorted(set(picked)) if self.classes is not None else [i for i in range(len(names)) if i not in picked]
+        if len(kept) < 2:
+            raise ValueError(f"{key}: {len(kept)} class(es) left; training needs at least 2")
+        remap = torch.full((len(names),), -1, dtype=torch.long)
+        remap[kept] = torch.arange(len(kept))
+
+        def select(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+            new = remap[y.long()]
+            mask = new >= 0
+            return x[mask], new[mask]
+
+        return LoadedData.from_splits(select(data.train_x, data.train_y), select(data.test_x, data.test_y),
+                                      [names[i] for i in kept])
 
     def _check_loaded(self, data: LoadedData) -> None:
         for split in ("train", "test"):

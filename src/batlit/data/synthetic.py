@@ -41,9 +41,14 @@ class SyntheticDataModule(ImageDataModule):
         n_test: int = 256,
         noise: float = 0.15,
         crop_padding: int | None = None,
+        generated_classes: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(root=root, num_classes=num_classes, crop_padding=crop_padding, **kwargs)
+        # how many classes are generated; num_classes is the count after data.classes / exclude_classes
+        self.generated_classes = int(generated_classes if generated_classes is not None else num_classes)
+        if self.generated_classes < 2:
+            raise ValueError(f"data.generated_classes must be an integer >= 2, got {generated_classes!r}")
         for key, value in (("in_channels", in_channels), ("image_size", image_size), ("n_train", n_train), ("n_test", n_test)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{key} must be an integer >= 1, got {value!r}")
@@ -53,14 +58,14 @@ class SyntheticDataModule(ImageDataModule):
         self._shape = (in_channels, image_size, image_size)
 
     def prototypes(self) -> torch.Tensor:
-        """The class prototype images, float in [0, 1], shape (num_classes, C, H, W)."""
+        """The class prototype images, float in [0, 1], shape (generated_classes, C, H, W)."""
         c, h, w = self._shape
         g = torch.Generator().manual_seed(_PROTOTYPE_SEED)
-        coarse = torch.rand(self.num_classes, c, 4, 4, generator=g)
+        coarse = torch.rand(self.generated_classes, c, 4, 4, generator=g)
         return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False).clamp_(0, 1)
 
     def _sample(self, protos: torch.Tensor, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.arange(n) % self.num_classes
+        y = torch.arange(n) % self.generated_classes
         y = y[torch.randperm(n, generator=g)]
         x = protos[y] + self.noise * torch.randn((n, *self._shape), generator=g)
         return (x.clamp_(0, 1) * 255).round_().to(torch.uint8), y
@@ -70,4 +75,4 @@ class SyntheticDataModule(ImageDataModule):
         g = torch.Generator().manual_seed(self.seed)
         train_x, train_y = self._sample(protos, self.n_train, g)
         test_x, test_y = self._sample(protos, self.n_test, g)
-        return LoadedData(train_x, train_y, test_x, test_y, [f"class{i}" for i in range(self.num_classes)])
+        return LoadedData(train_x, train_y, test_x, test_y, [f"class{i}" for i in range(self.generated_classes)])
