@@ -55,3 +55,22 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (tmp_path / "bench_small_cnn_b16_32.json").is_file() and (tmp_path / "cuda_tests.txt").is_file()
+
+
+@pytest.mark.slow
+def test_study_script_dry_run_runs_the_whole_pipeline(tmp_path, shared_cifar10_jpeg):
+    """scripts/study_cifar10_cpu.sh on a few hundred real images, then again: everything skipped."""
+    import sys
+
+    env = {**os.environ, "OUT": str(tmp_path), "SEEDS": "0", "BATLIT_DRY_RUN": "1", "PYTHON": sys.executable}
+    first = subprocess.run(["bash", "scripts/study_cifar10_cpu.sh"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    table = (tmp_path / "report" / "report.md").read_text()
+    for row in ("| standard |", "| pgd_at |", "| trades (beta=1) |", "| trades (beta=6) |", "| fat |",
+                "| gairat |", "| bat |", "| frl_rwrm |"):
+        assert row in table, row
+    assert "autoattack Worst Rob" in table and (tmp_path / "bat" / "seed0" / "analysis" / "analysis.json").is_file()
+    again = subprocess.run(["bash", "scripts/study_cifar10_cpu.sh"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0 and "training " not in again.stdout and "done     bat/seed0" in again.stdout

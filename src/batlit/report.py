@@ -141,21 +141,21 @@ def _varying(runs: Sequence[Run], keys: Iterable[str]) -> list[str]:
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Runs that differ only in seed (and where they ran) share a group; labels name what differs.
 
-    A label shows the method's own hyper-parameters that differ between its runs, then any other
-    setting that differs across all runs (data, model, epochs, ...).
+    Within each method, the settings that differ between its runs split it into groups and are
+    named in the label: its own hyper-parameters first (``bat (alpha=0.5, beta=6)``), then anything
+    else (``model=wrn34_10``, ``epochs=30``). What differs only between methods is the method.
     """
     by_method: dict[str, list[Run]] = {}
     for run in runs:
         by_method.setdefault(run.method, []).append(run)
-    common = [k for k in _varying(runs, {k for r in runs for k in r.config}) if not k.startswith("method.")]
     groups: dict[tuple, Group] = {}
     for method, members in by_method.items():
-        own = [k for k in _varying(members, {k for r in members for k in r.config})
-               if k.startswith("method.") and k != "method._target_"]
+        varying = [k for k in _varying(members, {k for r in members for k in r.config}) if k != "method._target_"]
+        shown = [k for k in varying if k.startswith("method.")] + [k for k in varying if not k.startswith("method.")]
         for run in members:
-            key = (method, *(json.dumps(run.config.get(k), default=str) for k in own + common))
+            key = (method, *(json.dumps(run.config.get(k), default=str) for k in shown))
             if key not in groups:
-                parts = [_fmt_key(k, run.config.get(k)) for k in own + common]
+                parts = [_fmt_key(k, run.config.get(k)) for k in shown]
                 groups[key] = Group(method + (f" ({', '.join(parts)})" if parts else ""), [])
             groups[key].runs.append(run)
     return list(groups.values())
