@@ -234,11 +234,11 @@ def plot_per_class(groups: Sequence[Group], class_names: list[str], path: Path) 
             ax.bar(pos - 0.4 + width * (i + 0.5), 100 * np.asarray(g.per_class(key)), width, label=g.label)
         ax.set_ylabel(f"{title} error (%)")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=min(n, 3), loc="upper left")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
     axes[-1].set_xticks(pos, class_names, rotation=45 if K > 6 else 0, ha="right" if K > 6 else "center")
     fig.suptitle("Per-class errors (mean over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
