@@ -79,3 +79,33 @@ def test_analyze_writes_json_and_figures(bat_run):
 def test_analyze_missing_checkpoint_is_one_line(tmp_path):
     proc = run_cli("batlit.analyze", f"ckpt={tmp_path / 'none.ckpt'}")
     assert proc.returncode == 2 and "none.ckpt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_analyze_gallery_against_a_baseline(bat_run, hot_start):
+    """Figure 5: test images the PGD-AT run gets wrong and the BAT run gets right, each beside the
+    nearest training images of the class PGD-AT predicted."""
+    ckpt = bat_run[0] / "checkpoints" / "last.ckpt"
+    out = bat_run[0] / "gallery_check"
+    proc = run_cli("batlit.analyze", f"ckpt={ckpt}", "n_samples=200", "source.steps=5", "progress_bar=false",
+                   f"gallery.baseline_ckpt={hot_start / 'checkpoints' / 'last.ckpt'}", "gallery.n_images=6",
+                   "gallery.neighbours=3", f"out_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / "gallery.json").read_text())
+    assert record["model"] == "BAT" and record["baseline"] == "PGDAT" and record["predictions"] == "clean"
+    assert sum(record["n_eligible_per_class"]) == record["n_eligible"] >= len(record["cases"])
+    assert len(record["cases"]) == min(6, record["n_eligible"])
+    for case in record["cases"]:
+        assert case["model_pred"] == case["label"] != case["baseline_pred"]
+        assert len(case["neighbours"]) == 3 and case["neighbour_distances"] == sorted(case["neighbour_distances"])
+    assert (out / "gallery.png").stat().st_size > 1000
+    assert "Gallery:" in proc.stdout
+
+
+@pytest.mark.parametrize("override, key", [
+    ("gallery.baseline_ckpt=nowhere.ckpt", "gallery.baseline_ckpt"),
+    ("gallery.n_images=0", "gallery.n_images"),
+    ("gallery.predictions=sideways", "gallery.predictions"),
+])
+def test_analyze_bad_gallery_option_is_one_line(bat_run, override, key):
+    proc = run_cli("batlit.analyze", f"ckpt={bat_run[0] / 'checkpoints' / 'last.ckpt'}", override)
+    assert proc.returncode == 2 and key in proc.stderr and "Traceback" not in proc.stderr

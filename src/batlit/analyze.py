@@ -160,9 +160,60 @@ def _check_attack(cfg: DictConfig) -> None:
                 raise ConfigError(f"{part}.{key} out of range: {value!r}")
 
 
+def _check_gallery(cfg: DictConfig) -> None:
+    g = cfg.gallery
+    if g.baseline_ckpt is not None and not Path(str(g.baseline_ckpt)).is_file():
+        raise ConfigError(f"gallery.baseline_ckpt: no checkpoint file at '{g.baseline_ckpt}'")
+    for key in ("n_images", "neighbours"):
+        if not isinstance(g[key], int) or isinstance(g[key], bool) or g[key] < 1:
+            raise ConfigError(f"gallery.{key} must be an integer >= 1, got {g[key]!r}")
+    if g.predictions not in ("clean", "adversarial"):
+        raise ConfigError(f"gallery.predictions must be clean or adversarial, got {g.predictions!r}")
+
+
+def _method_name(config: DictConfig) -> str:
+    return str(config.method._target_).rsplit(".", 1)[-1]
+
+
+def write_gallery(cfg: DictConfig, run, model: torch.nn.Module, dm, device: torch.device,
+                  out_dir: Path) -> list[Path]:
+    """Figure 5: test images the baseline run gets wrong and this run gets right (gallery.py)."""
+    from functools import partial
+
+    from . import gallery
+    from .attacks import pgd
+    from .checkpoint import load_run
+
+    g = cfg.gallery
+    baseline = load_run(g.baseline_ckpt)
+    if baseline.class_names != run.class_names:
+        raise ConfigError(f"gallery.baseline_ckpt: '{g.baseline_ckpt}' was trained on classes "
+                          f"{baseline.class_names[:12]}, this run on {run.class_names[:12]}")
+    try:
+        classes = gallery.resolve_classes(OmegaConf.to_container(g.classes) if g.classes is not None else None,
+                                          run.class_names)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    tgt = cfg.target
+    attack = partial(pgd, eps=tgt.eps, step_size=tgt.step_size, steps=int(tgt.steps), loss="ce")
+    record = gallery.build(model, baseline.model.to(device), dm, device, predictions=g.predictions, classes=classes,
+                           n_images=g.n_images, neighbours=g.neighbours, attack=attack)
+    record = {"model_ckpt": str(Path(cfg.ckpt).resolve()), "baseline_ckpt": str(Path(g.baseline_ckpt).resolve()),
+              "model": _method_name(run.config), "baseline": _method_name(baseline.config),
+              "attack": OmegaConf.to_container(tgt) if g.predictions == "adversarial" else None,
+              "class_names": run.class_names, **record}
+    (out_dir / "gallery.json").write_text(json.dumps(record, indent=2))
+    png = gallery.plot(record, dm.test_x, dm.train_x, run.class_names, (record["model"], record["baseline"]),
+                       out_dir / "gallery.png")
+    print(f"Gallery: {record['n_eligible']} test images right for {record['model']} and wrong for "
+          f"{record['baseline']} ({g.predictions}); {len(record['cases'])} drawn with their nearest training images")
+    return [out_dir / "gallery.json", png]
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     if not Path(str(cfg.ckpt)).is_file():  # before the heavy imports
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
+    _check_gallery(cfg)
     import lightning as L
 
     from .checkpoint import datamodule_for, load_run
@@ -190,6 +241,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
               "n_samples": len(dm.test_dataloader().dataset), **result}
     (out_dir / "analysis.json").write_text(json.dumps(record, indent=2))
     figures = plot(record, run.class_names, out_dir)
+    if cfg.gallery.baseline_ckpt is not None:
+        figures += write_gallery(cfg, run, model, dm, device, out_dir)
     K = len(run.class_names)
     print(f"Source class: mean steps to first misclassification ({cfg.source.steps} x {cfg.source.step_size:.4g})")
     for name, s in zip(run.class_names[:20], record["source"]["mean_steps_per_class"]):
