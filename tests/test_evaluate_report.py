@@ -143,6 +143,28 @@ def test_report_groups_by_what_differs(tmp_path):
         ("bat (alpha=1)", 2), ("bat (alpha=2)", 1), ("pgd_at (model=resnet18)", 1), ("pgd_at (model=wrn34_10)", 1)]
 
 
+def test_report_lines_up_runs_on_different_class_subsets(tmp_path, capsys):
+    """The paper's Table 4: PGD-AT on all classes and without some; per-class tables by class name."""
+    def fake(name, method, names, per_class):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({
+            "method": method, "seed": 0, "class_names": names, "num_test_samples": 10,
+            **{f"{m}_{k}": 0.5 for m in ("std", "bndy", "rob") for k in ("avg", "worst")},
+            **{f"{m}_per_class": per_class for m in ("std", "bndy", "rob")}}))
+        OmegaConf.save({"seed": 0, "method": {"_target_": method}, "data": {"exclude_classes": names}}, d / "config.yaml")
+
+    fake("all", "pgd_at", ["a", "b", "c"], [0.1, 0.2, 0.3])
+    fake("wo_b", "pgd_at", ["a", "c"], [0.05, 0.25])
+    assert report_mod.main([str(tmp_path / "all"), str(tmp_path / "wo_b"), "--out", str(tmp_path / "r")]) == 0
+    assert "Figures skipped" in capsys.readouterr().out
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "Per-class robust error" in text and "| Method | a | b | c |" in text
+    assert "| pgd_at (data.exclude_classes=[\"a\", \"b\", \"c\"]) | 10.0 | 20.0 | 30.0 |" in text
+    assert "| 5.0 | - | 25.0 |" in text
+    assert not (tmp_path / "r" / "per_class_errors.png").exists()
+
+
 def test_report_bad_input_is_one_line(tmp_path, capsys):
     assert report_mod.main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -211,11 +211,24 @@ def markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _class_names(groups: Sequence[Group]) -> list[str]:
+def _class_names(groups: Sequence[Group]) -> list[str] | None:
+    """The runs' class names, or None when they differ (e.g. the paper's Table 4 class subsets)."""
     names = {tuple(r.metrics.get("class_names") or ()) for g in groups for r in g.runs}
-    if len(names) != 1:
-        raise ReportError("RUN_DIR: the runs have different classes; report runs of one dataset at a time")
-    return list(names.pop())
+    return list(names.pop()) if len(names) == 1 else None
+
+
+def per_class_table(groups: Sequence[Group], metric: str) -> tuple[list[str], list[list[str]]]:
+    """One row per group: its per-class error in % (mean over seeds), by class name, so runs on
+    different subsets of the classes line up ('-' where a group has no such class)."""
+    names: list[str] = []
+    for g in groups:
+        names += [n for n in g.runs[0].metrics.get("class_names") or () if n not in names]
+    rows = []
+    for g in groups:
+        values = dict(zip(g.runs[0].metrics.get("class_names") or (), g.per_class(metric)))
+        rows.append([g.label, *(f"{100 * values[n]:.1f}" if n in values and not math.isnan(values[n]) else "-"
+                                for n in names)])
+    return ["Method", *names], rows
 
 
 def plot_per_class(groups: Sequence[Group], class_names: list[str], path: Path) -> None:
@@ -294,13 +307,19 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     if base_group is not None:
         caption += f"; ρ against {baseline} ({len(base_group.runs)} runs)"
     table = markdown(header, rows)
-    (out / "report.md").write_text(f"{caption}\n\n{table}\n")
+    sections = [f"{caption}\n\n{table}\n"]
+    for key, title in (("std", "standard"), ("bndy", "boundary"), ("rob", "robust")):
+        sections.append(f"\nPer-class {title} error (%, mean over seeds):\n\n"
+                        f"{markdown(*per_class_table(groups, key))}\n")
+    (out / "report.md").write_text("".join(sections))
     with (out / "report.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
     written = [out / "report.md", out / "report.csv"]
-    if figures:
+    if figures and class_names is None:
+        print("Figures skipped: the runs have different classes (the tables line them up by name)")
+    elif figures:
         plot_per_class(groups, class_names, out / "per_class_errors.png")
         plot_clean_vs_robust(groups, class_names, out / "clean_vs_robust.png")
         written += [out / "per_class_errors.png", out / "clean_vs_robust.png"]
