@@ -2,9 +2,11 @@
 # The CPU-scale reproduction study on the real CIFAR-10 images (experiment=study_cifar10_cpu):
 # standard, PGD-AT, TRADES (1/lambda = 1 and 6), FAT, GAIRAT, BAT and FRL (Reweight+Remargin,
 # tau 0.05 and 0.07, fine-tuned from each seed's PGD-AT; tau chosen on the validation split),
-# 3 seeds; AutoAttack on the final PGD-AT, TRADES(6) and BAT; the analysis of PGD-AT vs BAT;
-# then batlit.report. Every step is skipped when its output exists and a killed training run
-# continues from its last.ckpt, so rerunning the script resumes the study where it stopped.
+# 3 seeds; the paper's Table 4 (PGD-AT without the poor classes 2-5 or the good classes 1, 6, 8, 9,
+# 600 training images per kept class as in the full runs); AutoAttack on the final PGD-AT,
+# TRADES(6) and BAT; the analysis of PGD-AT vs BAT with the Figure 5 gallery; then batlit.report.
+# Every step is skipped when its output exists and a killed training run continues from its
+# last.ckpt, so rerunning the script resumes the study where it stopped.
 #
 #   bash scripts/study_cifar10_cpu.sh                          # all of it (hours on 2 CPU cores)
 #   SEEDS="0" METHODS="pgd_at bat" bash scripts/study_cifar10_cpu.sh
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-outputs/study_cifar10_cpu}
 SEEDS=${SEEDS:-"0 1 2"}
-METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl"}
+METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl table4_wo_poor table4_wo_good"}
 AA_SAMPLES=${AA_SAMPLES:-2000}
 extra=()
 if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred images
@@ -43,6 +45,10 @@ for seed in $SEEDS; do
       fat)      train fat/seed$seed method=fat 'method.tau_schedule=[[1,0],[6,1],[10,2]]' seed=$seed ;;
       gairat)   train gairat/seed$seed method=gairat method.begin_epoch=7 seed=$seed ;;
       bat)      train bat/seed$seed method=bat seed=$seed ;;
+      table4_wo_poor) train table4_wo_poor/seed$seed method=pgd_at 'data.exclude_classes=[2,3,4,5]' \
+                          data.train_subset=3600 seed=$seed ;;
+      table4_wo_good) train table4_wo_good/seed$seed method=pgd_at 'data.exclude_classes=[1,6,8,9]' \
+                          data.train_subset=3600 seed=$seed ;;
       frl)
         [ -f "$OUT/pgd_at/seed$seed/metrics.json" ] || train pgd_at/seed$seed method=pgd_at seed=$seed
         for tau in 0.05 0.07; do
@@ -88,13 +94,18 @@ for method in pgd_at trades6 bat; do
   done
 done
 
-# Source/target-class analysis of PGD-AT vs BAT (seed 0 of those present)
+# Source/target-class analysis of PGD-AT vs BAT (the first seed), and the Figure 5 gallery: test
+# images of the poor classes 2-5 that PGD-AT gets wrong and BAT gets right
 first_seed=${SEEDS%% *}
+baseline_ckpt="$OUT/pgd_at/seed$first_seed/checkpoints/last.ckpt"
 for method in pgd_at bat; do
   run="$OUT/$method/seed$first_seed"
-  [ -f "$run/metrics.json" ] && [ ! -f "$run/analysis/analysis.json" ] || continue
+  gallery=()
+  [ "$method" = bat ] && [ -f "$baseline_ckpt" ] && gallery=(gallery.baseline_ckpt="$baseline_ckpt" 'gallery.classes=[2,3,4,5]')
+  [ -f "$run/metrics.json" ] || continue
+  [ -f "$run/analysis/analysis.json" ] && { [ ${#gallery[@]} = 0 ] || [ -f "$run/analysis/gallery.json" ]; } && continue
   echo "analyze $method/seed$first_seed"
-  "$PY" -m batlit.analyze ckpt="$run/checkpoints/last.ckpt" n_samples=$AA_SAMPLES progress_bar=false \
+  "$PY" -m batlit.analyze ckpt="$run/checkpoints/last.ckpt" n_samples=$AA_SAMPLES progress_bar=false "${gallery[@]}" \
       >"$run/analyze.log" 2>&1 || { tail -n 5 "$run/analyze.log"; exit 1; }
 done
 
@@ -107,3 +118,12 @@ done
 baseline=()
 [ -d "$OUT/pgd_at" ] && baseline=(--baseline "$OUT/pgd_at")
 "$PY" -m batlit.report "${dirs[@]}" "${baseline[@]}" --out "$OUT/report"
+
+# Table 4: PGD-AT on all classes, without the poor ones, without the good ones
+t4=()
+for method in pgd_at table4_wo_poor table4_wo_good; do
+  [ -d "$OUT/$method" ] && ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && t4+=("$OUT/$method")
+done
+if [ ${#t4[@]} -gt 1 ]; then
+  "$PY" -m batlit.report "${t4[@]}" --out "$OUT/report_table4" --no-figures
+fi

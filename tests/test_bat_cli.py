@@ -109,3 +109,19 @@ def test_analyze_gallery_against_a_baseline(bat_run, hot_start):
 def test_analyze_bad_gallery_option_is_one_line(bat_run, override, key):
     proc = run_cli("batlit.analyze", f"ckpt={bat_run[0] / 'checkpoints' / 'last.ckpt'}", override)
     assert proc.returncode == 2 and key in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_shows_the_source_and_target_class_analysis(bat_run, tmp_path):
+    from batlit import report
+
+    run_dir = bat_run[0]
+    if not (run_dir / "analysis" / "analysis.json").is_file():
+        proc = run_cli("batlit.analyze", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n_samples=60",
+                       "source.steps=10", "progress_bar=false")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report.main([str(run_dir), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    analysis = json.loads((run_dir / "analysis" / "analysis.json").read_text())
+    assert "Source- and target-class analysis" in text
+    assert f"| {analysis['source']['mean_steps']:.1f} |" in text
+    assert (tmp_path / "source_target_classes.png").stat().st_size > 5000

@@ -9,9 +9,10 @@ mean ± standard deviation over its seeds. ``eval_<attack>.json`` files written 
 With ``--baseline``, ρ columns compare each row with the baseline's mean (DESIGN.md §4, DAFA):
 ρ = (worst − worst_base)/worst_base − (avg_base − avg)/avg_base on accuracies; higher is better.
 
-Writes ``report.md``, ``report.csv``, ``per_class_errors.png`` (the paper's Figure 4) and
-``clean_vs_robust.png`` (Figure 1) into ``--out`` (default: ``<RUN_DIR>/report`` for one
-directory, else ``outputs/report``).
+Writes ``report.md`` (with per-class tables), ``report.csv``, ``per_class_errors.png`` (the
+paper's Figure 4), ``clean_vs_robust.png`` (Figure 1) and, for runs analysed by
+``batlit.analyze``, ``source_target_classes.png`` (Figure 2) into ``--out`` (default:
+``<RUN_DIR>/report`` for one directory, else ``outputs/report``).
 """
 
 from __future__ import annotations
@@ -286,6 +287,73 @@ def plot_clean_vs_robust(groups: Sequence[Group], class_names: list[str], path: 
     plt.close(fig)
 
 
+def analyses(groups: Sequence[Group]) -> list[tuple[str, dict[str, Any]]]:
+    """(group label, analysis.json) for each group with a ``batlit.analyze`` result under its first
+    analysed run (``<run>/analysis/analysis.json``)."""
+    out = []
+    for g in groups:
+        for r in g.runs:
+            path = r.path / "analysis" / "analysis.json"
+            if path.is_file():
+                out.append((g.label, json.loads(path.read_text())))
+                break
+    return out
+
+
+def analysis_table(found: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    header = ["Method", "Mean steps to boundary", "Never misclassified (%)", "Target KL to uniform",
+              "Target TV to uniform", "Most frequent target"]
+    rows = []
+    for label, a in found:
+        dist, names = a["target"]["target_distribution"], a["class_names"]
+        top = max(range(len(dist)), key=dist.__getitem__)
+        rows.append([label, f"{a['source']['mean_steps']:.1f}", f"{100 * a['source']['never_misclassified']:.1f}",
+                     f"{a['target']['kl_to_uniform']:.3f}", f"{a['target']['tv_to_uniform']:.3f}",
+                     f"{names[top]} ({100 * dist[top]:.1f}%)"])
+    return markdown(header, rows)
+
+
+def plot_source_target(found: Sequence[tuple[str, dict[str, Any]]], path: Path) -> None:
+    """The paper's Figure 2 for several runs side by side: the adversarial confusion matrix (target
+    class), the distribution of adversarial targets, and the mean steps to the boundary per class
+    (source class)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(found)
+    K = len(found[0][1]["class_names"])
+    fig, axes = plt.subplots(3, n, figsize=(max(4.5, 0.45 * K + 1) * n, 3.6 * 3), squeeze=False)
+    vmax_steps = max(max(a["source"]["mean_steps_per_class"]) for _, a in found)
+    for col, (label, a) in enumerate(found):
+        names, pos = a["class_names"], np.arange(K)
+        conf = np.asarray(a["target"]["confusion"], dtype=float)
+        conf = conf / np.clip(conf.sum(1, keepdims=True), 1, None)
+        ax = axes[0][col]
+        ax.imshow(conf, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{label}\nadversarial confusion (PGD-{a['target']['steps']})", fontsize=9)
+        ax.set_xlabel("adversarial prediction", fontsize=8)
+        ax.set_ylabel("true class", fontsize=8)
+        ax = axes[1][col]
+        ax.bar(pos, a["target"]["target_distribution"], color="tab:purple")
+        ax.axhline(1 / K, color="black", linestyle="--", linewidth=1)
+        ax.set_title(f"adversarial targets (KL to uniform {a['target']['kl_to_uniform']:.3f})", fontsize=9)
+        ax = axes[2][col]
+        ax.bar(pos, a["source"]["mean_steps_per_class"], color="tab:orange")
+        ax.set_ylim(0, vmax_steps * 1.05)
+        ax.set_title(f"source: mean steps to first misclassification ({a['source']['steps']} max)", fontsize=9)
+        for ax in axes[:, col]:
+            if K <= 20:
+                ax.set_xticks(pos, names, rotation=45, ha="right", fontsize=7)
+        if K <= 20:
+            axes[0][col].set_yticks(pos, names, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None = None,
            figures: bool = True) -> dict[str, Any]:
     runs = find_runs(paths)
@@ -311,6 +379,9 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     for key, title in (("std", "standard"), ("bndy", "boundary"), ("rob", "robust")):
         sections.append(f"\nPer-class {title} error (%, mean over seeds):\n\n"
                         f"{markdown(*per_class_table(groups, key))}\n")
+    found = analyses(groups)
+    if found:
+        sections.append(f"\nSource- and target-class analysis (batlit.analyze):\n\n{analysis_table(found)}\n")
     (out / "report.md").write_text("".join(sections))
     with (out / "report.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
@@ -323,6 +394,9 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
         plot_per_class(groups, class_names, out / "per_class_errors.png")
         plot_clean_vs_robust(groups, class_names, out / "clean_vs_robust.png")
         written += [out / "per_class_errors.png", out / "clean_vs_robust.png"]
+        if found:
+            plot_source_target(found, out / "source_target_classes.png")
+            written.append(out / "source_target_classes.png")
     return {"caption": caption, "table": table, "records": records, "written": written}
 
 
