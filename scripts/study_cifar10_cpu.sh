@@ -18,11 +18,12 @@ OUT=${OUT:-outputs/study_cifar10_cpu}
 SEEDS=${SEEDS:-"0 1 2"}
 METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl table4_wo_poor table4_wo_good"}
 AA_SAMPLES=${AA_SAMPLES:-2000}
-extra=()
+extra=() aa_args=()
 if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred images
   extra=(epochs=2 data.train_subset=300 data.test_subset=100 data.val_size=100 attack.train.steps=2
          attack.val.steps=2 attack.test.steps=2 trainer.check_val_every_n_epoch=1)
   AA_SAMPLES=20
+  aa_args=(attack.version=apgd-ce)  # one AutoAttack component: the pipeline, not the numbers
 fi
 
 train() {  # train NAME OVERRIDES...: one run into $OUT/NAME, skipped when finished, resumed when killed
@@ -89,7 +90,7 @@ for method in pgd_at trades6 bat; do
     run="$OUT/$method/seed$seed"
     if [ -f "$run/eval_autoattack.json" ]; then echo "done     autoattack $method/seed$seed"; continue; fi
     echo "autoattack $method/seed$seed"
-    "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples=$AA_SAMPLES \
+    "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples=$AA_SAMPLES "${aa_args[@]}" \
         progress_bar=false >"$run/autoattack.log" 2>&1 || { tail -n 5 "$run/autoattack.log"; exit 1; }
   done
 done

@@ -26,9 +26,10 @@ DATA=${DATA:-cifar10_jpeg}
 EPOCHS=${EPOCHS:-paper}
 AA_SAMPLES=${AA_SAMPLES:-null}       # null: the whole test set
 ANALYZE_SAMPLES=${ANALYZE_SAMPLES:-2000}
-extra=()
+extra=() aa_args=()
 if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred images, on any machine
   EPOCHS=2 AA_SAMPLES=20 ANALYZE_SAMPLES=20
+  aa_args=(attack.version=apgd-ce)  # one AutoAttack component: the pipeline, not the numbers
   extra=(model=small_cnn model.width=8 data.train_subset=300 data.test_subset=100 data.val_size=100
          attack.train.steps=2 attack.val.steps=2 attack.test.steps=2)
 fi
@@ -47,8 +48,9 @@ if name.startswith("frl"):
     out = [f"epochs={n}", f"scheduler.milestones=[{at(40, 120)},{at(80, 120)}]", f"method.halve_every={at(40, 120)}"]
 elif name in ("fat_cifar10", "gairat_cifar10"):
     out = [f"epochs={n}", f"scheduler.milestones=[{at(60, 120)},{at(90, 120)},{at(110, 120)}]"]
-    out += [f"method.tau_schedule=[[1,0],[{at(51, 120)},1],[{at(91, 120)},2]]"] if name == "fat_cifar10" \
-        else [f"method.begin_epoch={at(60, 120)}"]
+    steps = dict([(1, 0), (at(51, 120), 1), (at(91, 120), 2)])  # on a short schedule a later tau wins an epoch
+    out += ["method.tau_schedule=[" + ",".join(f"[{e},{t}]" for e, t in sorted(steps.items())) + "]"] \
+        if name == "fat_cifar10" else [f"method.begin_epoch={at(60, 120)}"]
 else:  # the 110-epoch schedule with x0.1 at 75, 90 and 100
     out = [f"epochs={n}", f"scheduler.milestones=[{at(75, 110)},{at(90, 110)},{at(100, 110)}]"]
 print(" ".join(out))
@@ -107,7 +109,7 @@ for method in pgd_at trades6 bat; do
     run="$OUT/$method/seed$seed"
     [ -f "$run/eval_autoattack.json" ] && { echo "done     autoattack $method/seed$seed"; continue; }
     echo "autoattack $method/seed$seed"
-    "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples=$AA_SAMPLES \
+    "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples=$AA_SAMPLES "${aa_args[@]}" \
         progress_bar=false >"$run/autoattack.log" 2>&1 || { tail -n 5 "$run/autoattack.log"; exit 1; }
   done
 done

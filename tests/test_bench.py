@@ -71,6 +71,35 @@ def test_study_script_dry_run_runs_the_whole_pipeline(tmp_path, shared_cifar10_j
                 "| gairat |", "| bat |", "| frl_rwrm |"):
         assert row in table, row
     assert "autoattack Worst Rob" in table and (tmp_path / "bat" / "seed0" / "analysis" / "analysis.json").is_file()
+    assert (tmp_path / "bat" / "seed0" / "analysis" / "gallery.png").is_file()
+    assert (tmp_path / "report" / "source_target_classes.png").is_file()
+    table4 = (tmp_path / "report_table4" / "report.md").read_text()
+    assert "exclude_classes=[2, 3, 4, 5]" in table4 and "exclude_classes=[1, 6, 8, 9]" in table4
     again = subprocess.run(["bash", "scripts/study_cifar10_cpu.sh"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0 and "training " not in again.stdout and "done     bat/seed0" in again.stdout
+
+
+@pytest.mark.slow
+def test_gpu_study_script_dry_run(tmp_path, shared_cifar10_jpeg):
+    """scripts/study_cifar10_gpu.sh with the paper configs, rescaled to 2 epochs on a few hundred images."""
+    import sys
+
+    env = {**os.environ, "OUT": str(tmp_path), "SEEDS": "0", "BATLIT_DRY_RUN": "1", "PYTHON": sys.executable,
+           "METHODS": "standard pgd_at fat bat frl"}
+    proc = subprocess.run(["bash", "scripts/study_cifar10_gpu.sh"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import yaml
+
+    fat = yaml.safe_load((tmp_path / "fat" / "seed0" / "config.yaml").read_text())
+    # FAT's 120-epoch schedule squeezed into 2 epochs: lr milestones 60/90/110 and tau steps at 51/91
+    assert fat["epochs"] == 2 and fat["scheduler"]["milestones"] == [1, 2, 2]
+    assert fat["method"]["tau_schedule"] == [[1, 1], [2, 2]] and fat["model"]["_target_"].endswith("small_cnn")
+    table = (tmp_path / "report" / "report.md").read_text()
+    for row in ("| standard |", "| pgd_at |", "| fat |", "| bat |", "| frl_rwrm |"):
+        assert row in table, row
+    assert (tmp_path / "bat" / "seed0" / "analysis" / "gallery.json").is_file()
+    bad = subprocess.run(["bash", "scripts/study_cifar10_gpu.sh"], cwd=ROOT, env={**env, "BATLIT_DRY_RUN": "0",
+                         "EPOCHS": "ten"}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "EPOCHS" in bad.stderr
