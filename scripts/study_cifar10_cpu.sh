@@ -13,8 +13,8 @@
 #   OUT=/tmp/study BATLIT_DRY_RUN=1 bash scripts/study_cifar10_cpu.sh   # tiny sizes: checks the pipeline
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/study_common.sh
 PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-outputs/study_cifar10_cpu}
 SEEDS=${SEEDS:-"0 1 2"}
 METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl table4_wo_poor table4_wo_good"}
 AA_SAMPLES=${AA_SAMPLES:-2000}
@@ -24,20 +24,22 @@ if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred im
          attack.val.steps=2 attack.test.steps=2 trainer.check_val_every_n_epoch=1)
   AA_SAMPLES=20
   aa_args=(attack.version=apgd-ce)  # one AutoAttack component: the pipeline, not the numbers
+  OUT=${OUT:-outputs/study_cifar10_cpu_dryrun}
 fi
+OUT=${OUT:-outputs/study_cifar10_cpu}
+stamp_protocol "experiment=study_cifar10_cpu dry_run=${BATLIT_DRY_RUN:-0}"
 
 train() {  # train NAME OVERRIDES...: one run into $OUT/NAME, skipped when finished, resumed when killed
   local name=$1; shift
   if [ -f "$OUT/$name/metrics.json" ]; then echo "done     $name"; return; fi
   echo "training $name"
-  "$PY" -m batlit.train experiment=study_cifar10_cpu "$@" "${extra[@]}" resume=true \
+  mkdir -p "$OUT/$name"
+  "$PY" -m batlit.train experiment=study_cifar10_cpu "$@" ${extra[@]+"${extra[@]}"} resume=true \
       hydra.run.dir="$OUT/$name" >"$OUT/$name.log" 2>&1 || { tail -n 5 "$OUT/$name.log"; return 1; }
 }
 
-mkdir -p "$OUT"
 for seed in $SEEDS; do
   for method in $METHODS; do
-    mkdir -p "$OUT/$method"
     case $method in
       standard) train standard/seed$seed method=standard seed=$seed ;;
       pgd_at)   train pgd_at/seed$seed method=pgd_at seed=$seed ;;
@@ -50,81 +52,23 @@ for seed in $SEEDS; do
                           data.train_subset=3600 seed=$seed ;;
       table4_wo_good) train table4_wo_good/seed$seed method=pgd_at 'data.exclude_classes=[1,6,8,9]' \
                           data.train_subset=3600 seed=$seed ;;
-      frl)
-        [ -f "$OUT/pgd_at/seed$seed/metrics.json" ] || train pgd_at/seed$seed method=pgd_at seed=$seed
+      frl)  # Reweight+Remargin fine-tunes this seed's finished PGD-AT for 4 epochs
+        train pgd_at/seed$seed method=pgd_at seed=$seed
         for tau in 0.05 0.07; do
-          mkdir -p "$OUT/frl_tau$tau"
           train frl_tau$tau/seed$seed method=frl_rwrm method.bound=$tau seed=$seed epochs=4 scheduler=constant \
               optimizer.lr=0.005 method.halve_every=2 \
               method.init_ckpt="$OUT/pgd_at/seed$seed/checkpoints/last.ckpt"
         done ;;
-      *) echo "unknown method $method"; exit 2 ;;
+      *) echo "unknown method $method" >&2; exit 2 ;;
     esac
   done
 done
 
-# FRL's tau: the one with the lower mean worst-class robust error on the validation split
 frl_dir=""
-if [[ " $METHODS " == *" frl "* ]]; then
-  frl_dir=$("$PY" - "$OUT" <<'PY'
-import json, statistics, sys
-from pathlib import Path
-out = Path(sys.argv[1])
-scores = {}
-for tau in ("0.05", "0.07"):
-    vals = [json.loads(p.read_text())["val"]["rob_worst"] for p in sorted((out / f"frl_tau{tau}").glob("seed*/metrics.json"))]
-    if vals:
-        scores[tau] = statistics.fmean(vals)
-best = min(scores, key=scores.get)
-(out / "frl_choice.json").write_text(json.dumps({"val_rob_worst": scores, "chosen_tau": best}, indent=2))
-print(out / f"frl_tau{best}")
-PY
-)
+if has frl; then
+  frl_dir=$(choose_frl frl_tau0.05 frl_tau0.07)
   echo "FRL: chose $frl_dir on the validation split ($OUT/frl_choice.json)"
 fi
-
-# AutoAttack on the final PGD-AT, TRADES(6) and BAT models
-for method in pgd_at trades6 bat; do
-  [[ " $METHODS " == *" $method "* ]] || continue
-  for seed in $SEEDS; do
-    run="$OUT/$method/seed$seed"
-    if [ -f "$run/eval_autoattack.json" ]; then echo "done     autoattack $method/seed$seed"; continue; fi
-    echo "autoattack $method/seed$seed"
-    "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples=$AA_SAMPLES "${aa_args[@]}" \
-        progress_bar=false >"$run/autoattack.log" 2>&1 || { tail -n 5 "$run/autoattack.log"; exit 1; }
-  done
-done
-
-# Source/target-class analysis of PGD-AT vs BAT (the first seed), and the Figure 5 gallery: test
-# images of the poor classes 2-5 that PGD-AT gets wrong and BAT gets right
-first_seed=${SEEDS%% *}
-baseline_ckpt="$OUT/pgd_at/seed$first_seed/checkpoints/last.ckpt"
-for method in pgd_at bat; do
-  run="$OUT/$method/seed$first_seed"
-  gallery=()
-  [ "$method" = bat ] && [ -f "$baseline_ckpt" ] && gallery=(gallery.baseline_ckpt="$baseline_ckpt" 'gallery.classes=[2,3,4,5]')
-  [ -f "$run/metrics.json" ] || continue
-  [ -f "$run/analysis/analysis.json" ] && { [ ${#gallery[@]} = 0 ] || [ -f "$run/analysis/gallery.json" ]; } && continue
-  echo "analyze $method/seed$first_seed"
-  "$PY" -m batlit.analyze ckpt="$run/checkpoints/last.ckpt" n_samples=$AA_SAMPLES progress_bar=false "${gallery[@]}" \
-      >"$run/analyze.log" 2>&1 || { tail -n 5 "$run/analyze.log"; exit 1; }
-done
-
-# The table and figures (ρ against PGD-AT)
-dirs=()
-for method in standard pgd_at trades1 trades6 fat gairat bat; do
-  [ -d "$OUT/$method" ] && ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && dirs+=("$OUT/$method")
-done
-[ -n "$frl_dir" ] && dirs+=("$frl_dir")
-baseline=()
-[ -d "$OUT/pgd_at" ] && baseline=(--baseline "$OUT/pgd_at")
-"$PY" -m batlit.report "${dirs[@]}" "${baseline[@]}" --out "$OUT/report"
-
-# Table 4: PGD-AT on all classes, without the poor ones, without the good ones
-t4=()
-for method in pgd_at table4_wo_poor table4_wo_good; do
-  [ -d "$OUT/$method" ] && ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && t4+=("$OUT/$method")
-done
-if [ ${#t4[@]} -gt 1 ]; then
-  "$PY" -m batlit.report "${t4[@]}" --out "$OUT/report_table4" --no-figures
-fi
+autoattack_final
+analyze_pair "$AA_SAMPLES"
+final_reports "$frl_dir"

@@ -3,9 +3,9 @@
 # GPU: each method runs its paper experiment config (conf/experiment/<method>_cifar10.yaml: the
 # paper's epochs, lr schedule and attacks) on the full training set (49,000 images; 1,000 held out
 # for validation) and the full test set, 3 seeds; FRL (Reweight+Remargin, tau 0.05 and 0.07)
-# fine-tunes each seed's PGD-AT and its tau is chosen on the validation split; then AutoAttack on
-# PGD-AT, TRADES(6) and BAT, the source/target-class analysis with the Figure 5 gallery, and
-# batlit.report. Resumable like scripts/study_cifar10_cpu.sh: finished steps are skipped and a killed
+# fine-tunes each seed's PGD-AT and its tau is chosen on the validation split; PGD-AT without the
+# poor classes 2-5 or the good classes 1, 6, 8, 9 (Table 4); then AutoAttack on PGD-AT, TRADES(6)
+# and BAT, the source/target-class analysis with the Figure 5 gallery, and batlit.report. Resumable like scripts/study_cifar10_cpu.sh: finished steps are skipped and a killed
 # run continues from its last.ckpt.
 #
 #   bash scripts/study_cifar10_gpu.sh                              # the paper's schedules (days on one GPU)
@@ -18,10 +18,10 @@
 # CIFAR-10 JPEG copy (data=cifar10_jpeg) because GPU machines often have no internet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/study_common.sh
 PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-outputs/study_cifar10_gpu}
 SEEDS=${SEEDS:-"0 1 2"}
-METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl"}
+METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl table4_wo_poor table4_wo_good"}
 DATA=${DATA:-cifar10_jpeg}
 EPOCHS=${EPOCHS:-paper}
 AA_SAMPLES=${AA_SAMPLES:-null}       # null: the whole test set
@@ -32,10 +32,13 @@ if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred im
   aa_args=(attack.version=apgd-ce)  # one AutoAttack component: the pipeline, not the numbers
   extra=(model=small_cnn model.width=8 data.train_subset=300 data.test_subset=100 data.val_size=100
          attack.train.steps=2 attack.val.steps=2 attack.test.steps=2)
+  OUT=${OUT:-outputs/study_cifar10_gpu_dryrun}
 fi
 if [ "$EPOCHS" != paper ] && ! [[ "$EPOCHS" =~ ^[1-9][0-9]*$ ]]; then
   echo "EPOCHS must be 'paper' or a positive whole number of epochs, got '$EPOCHS'" >&2; exit 2
 fi
+OUT=${OUT:-outputs/study_cifar10_gpu}
+stamp_protocol "experiments=<method>_cifar10 data=$DATA epochs=$EPOCHS dry_run=${BATLIT_DRY_RUN:-0}"
 
 scaled() {  # scaled EXPERIMENT: the overrides that squeeze its epoch-counted settings into $EPOCHS
   [ "$EPOCHS" = paper ] && return 0
@@ -58,26 +61,27 @@ PY
 }
 
 train() {  # train NAME EXPERIMENT OVERRIDES...
-  local name=$1 experiment=$2; shift 2
+  local name=$1 experiment=$2 schedule scaled_args=(); shift 2
   if [ -f "$OUT/$name/metrics.json" ]; then echo "done     $name"; return; fi
+  schedule=$(scaled "$experiment") || { echo "could not rescale $experiment to EPOCHS=$EPOCHS" >&2; exit 1; }
+  read -ra scaled_args <<<"$schedule"
   echo "training $name"
-  # shellcheck disable=SC2046  # the scaled overrides are space-separated words
-  "$PY" -m batlit.train experiment="$experiment" data="$DATA" $(scaled "$experiment") "$@" "${extra[@]}" resume=true \
-      trainer.enable_progress_bar=false hydra.run.dir="$OUT/$name" >"$OUT/$name.log" 2>&1 \
-      || { tail -n 5 "$OUT/$name.log"; return 1; }
+  mkdir -p "$OUT/$name"
+  "$PY" -m batlit.train experiment="$experiment" data="$DATA" ${scaled_args[@]+"${scaled_args[@]}"} "$@" \
+      ${extra[@]+"${extra[@]}"} resume=true trainer.enable_progress_bar=false hydra.run.dir="$OUT/$name" \
+      >"$OUT/$name.log" 2>&1 || { tail -n 5 "$OUT/$name.log"; return 1; }
 }
 
-mkdir -p "$OUT"
 for seed in $SEEDS; do
   for method in $METHODS; do
-    mkdir -p "$OUT/$method"
     case $method in
       standard) train standard/seed$seed pgd_at_cifar10 method=standard seed=$seed ;;
       pgd_at|trades1|trades6|fat|gairat|bat) train $method/seed$seed ${method}_cifar10 seed=$seed ;;
-      frl)
-        [ -f "$OUT/pgd_at/seed$seed/metrics.json" ] || train pgd_at/seed$seed pgd_at_cifar10 seed=$seed
+      table4_wo_poor) train table4_wo_poor/seed$seed pgd_at_cifar10 'data.exclude_classes=[2,3,4,5]' seed=$seed ;;
+      table4_wo_good) train table4_wo_good/seed$seed pgd_at_cifar10 'data.exclude_classes=[1,6,8,9]' seed=$seed ;;
+      frl)  # Reweight+Remargin fine-tunes this seed's finished PGD-AT
+        train pgd_at/seed$seed pgd_at_cifar10 seed=$seed
         for tau in 005 007; do
-          mkdir -p "$OUT/frl_tau$tau"
           train frl_tau$tau/seed$seed frl_rwrm_cifar10_tau$tau seed=$seed \
               method.init_ckpt="$OUT/pgd_at/seed$seed/checkpoints/last.ckpt"
         done ;;
@@ -87,51 +91,10 @@ for seed in $SEEDS; do
 done
 
 frl_dir=""
-if [[ " $METHODS " == *" frl "* ]]; then  # tau by the mean worst-class robust error on validation
-  frl_dir=$("$PY" - "$OUT" <<'PY'
-import json, statistics, sys
-from pathlib import Path
-out = Path(sys.argv[1])
-scores = {tau: statistics.fmean(json.loads(p.read_text())["val"]["rob_worst"]
-                                for p in sorted((out / f"frl_tau{tau}").glob("seed*/metrics.json")))
-          for tau in ("005", "007") if list((out / f"frl_tau{tau}").glob("seed*/metrics.json"))}
-best = min(scores, key=scores.get)
-(out / "frl_choice.json").write_text(json.dumps({"val_rob_worst": scores, "chosen": f"frl_tau{best}"}, indent=2))
-print(out / f"frl_tau{best}")
-PY
-)
+if has frl; then
+  frl_dir=$(choose_frl frl_tau005 frl_tau007)
   echo "FRL: chose $frl_dir on the validation split ($OUT/frl_choice.json)"
 fi
-
-for method in pgd_at trades6 bat; do
-  [[ " $METHODS " == *" $method "* ]] || continue
-  for seed in $SEEDS; do
-    run="$OUT/$method/seed$seed"
-    [ -f "$run/eval_autoattack.json" ] && { echo "done     autoattack $method/seed$seed"; continue; }
-    echo "autoattack $method/seed$seed"
-    "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples=$AA_SAMPLES "${aa_args[@]}" \
-        progress_bar=false >"$run/autoattack.log" 2>&1 || { tail -n 5 "$run/autoattack.log"; exit 1; }
-  done
-done
-
-first_seed=${SEEDS%% *}
-baseline_ckpt="$OUT/pgd_at/seed$first_seed/checkpoints/last.ckpt"
-for method in pgd_at bat; do
-  run="$OUT/$method/seed$first_seed"
-  gallery=()
-  [ "$method" = bat ] && [ -f "$baseline_ckpt" ] && gallery=(gallery.baseline_ckpt="$baseline_ckpt" 'gallery.classes=[2,3,4,5]')
-  [ -f "$run/metrics.json" ] || continue
-  [ -f "$run/analysis/analysis.json" ] && { [ ${#gallery[@]} = 0 ] || [ -f "$run/analysis/gallery.json" ]; } && continue
-  echo "analyze $method/seed$first_seed"
-  "$PY" -m batlit.analyze ckpt="$run/checkpoints/last.ckpt" n_samples=$ANALYZE_SAMPLES progress_bar=false \
-      "${gallery[@]}" >"$run/analyze.log" 2>&1 || { tail -n 5 "$run/analyze.log"; exit 1; }
-done
-
-dirs=()
-for method in standard pgd_at trades1 trades6 fat gairat bat; do
-  ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && dirs+=("$OUT/$method")
-done
-[ -n "$frl_dir" ] && dirs+=("$frl_dir")
-baseline=()
-[ -d "$OUT/pgd_at" ] && baseline=(--baseline "$OUT/pgd_at")
-"$PY" -m batlit.report "${dirs[@]}" "${baseline[@]}" --out "$OUT/report"
+autoattack_final
+analyze_pair "$ANALYZE_SAMPLES"
+final_reports "$frl_dir"

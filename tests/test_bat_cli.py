@@ -92,23 +92,43 @@ def test_analyze_gallery_against_a_baseline(bat_run, hot_start):
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "gallery.json").read_text())
     assert record["model"] == "BAT" and record["baseline"] == "PGDAT" and record["predictions"] == "clean"
-    assert sum(record["n_eligible_per_class"]) == record["n_eligible"] >= len(record["cases"])
+    assert sum(record["n_eligible_per_class"]) == record["n_eligible"] >= len(record["cases"]) > 0
     assert len(record["cases"]) == min(6, record["n_eligible"])
+    from batlit.checkpoint import datamodule_for, load_run
+
+    dm = datamodule_for(load_run(ckpt).config, test_subset=200)
     for case in record["cases"]:
-        assert case["model_pred"] == case["label"] != case["baseline_pred"]
-        assert len(case["neighbours"]) == 3 and case["neighbour_distances"] == sorted(case["neighbour_distances"])
+        assert case["model_pred"] == case["label"] == int(dm.test_y[case["analysed_index"]]) != case["baseline_pred"]
+        assert all(i >= 0 for i in case["neighbours"])
+        assert case["neighbour_distances"] == sorted(case["neighbour_distances"])
+        assert all(int(dm.train_y[i]) == case["baseline_pred"] for i in case["neighbours"])
     assert (out / "gallery.png").stat().st_size > 1000
     assert "Gallery:" in proc.stdout
 
 
 @pytest.mark.parametrize("override, key", [
     ("gallery.baseline_ckpt=nowhere.ckpt", "gallery.baseline_ckpt"),
-    ("gallery.n_images=0", "gallery.n_images"),
-    ("gallery.predictions=sideways", "gallery.predictions"),
+    pytest.param("gallery.n_images=0", "gallery.n_images", marks=pytest.mark.slow),
+    pytest.param("gallery.predictions=sideways", "gallery.predictions", marks=pytest.mark.slow),
+    pytest.param("gallery.classes=2", "gallery.classes", marks=pytest.mark.slow),
+    ("gallery.classes=[unicorn]", "gallery.classes: 'unicorn'"),
 ])
-def test_analyze_bad_gallery_option_is_one_line(bat_run, override, key):
-    proc = run_cli("batlit.analyze", f"ckpt={bat_run[0] / 'checkpoints' / 'last.ckpt'}", override)
-    assert proc.returncode == 2 and key in proc.stderr and "Traceback" not in proc.stderr
+def test_analyze_bad_gallery_option_is_one_line(bat_run, hot_start, override, key):
+    """Each fails in one line naming the key, before the analysis attacks run."""
+    ckpt = bat_run[0] / "checkpoints" / "last.ckpt"
+    baseline = [] if "baseline_ckpt" in override else [f"gallery.baseline_ckpt={hot_start / 'checkpoints' / 'last.ckpt'}"]
+    proc = run_cli("batlit.analyze", f"ckpt={ckpt}", *baseline, override, "n_samples=20", "source.steps=2000")
+    assert proc.returncode == 2 and key in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_analyze_gallery_baseline_of_other_data_is_refused(bat_run, tmp_path):
+    other = tmp_path / "digits"
+    train(other, "data=digits", "attack=digits", "method=pgd_at")
+    proc = run_cli("batlit.analyze", f"ckpt={bat_run[0] / 'checkpoints' / 'last.ckpt'}",
+                   f"gallery.baseline_ckpt={other / 'checkpoints' / 'last.ckpt'}")
+    assert proc.returncode == 2 and "gallery.baseline_ckpt" in proc.stderr and "classes" in proc.stderr
 
 
 def test_report_shows_the_source_and_target_class_analysis(bat_run, tmp_path):

@@ -103,3 +103,7 @@ def test_gpu_study_script_dry_run(tmp_path, shared_cifar10_jpeg):
     bad = subprocess.run(["bash", "scripts/study_cifar10_gpu.sh"], cwd=ROOT, env={**env, "BATLIT_DRY_RUN": "0",
                          "EPOCHS": "ten"}, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "EPOCHS" in bad.stderr
+    # the same folder under another protocol is refused before any work
+    other = subprocess.run(["bash", "scripts/study_cifar10_gpu.sh"], cwd=ROOT, env={**env, "BATLIT_DRY_RUN": "0",
+                           "EPOCHS": "3"}, capture_output=True, text=True, timeout=60)
+    assert other.returncode == 2 and "use another OUT" in other.stderr and "training" not in other.stdout

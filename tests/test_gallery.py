@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from batlit.gallery import eligible, nearest_training, pick_cases, resolve_classes
+from batlit.data.base import class_indices
+from batlit.gallery import eligible, nearest_training, pick_cases
 
 
 def test_cases_are_right_for_the_model_and_wrong_for_the_baseline():
@@ -35,7 +36,6 @@ def test_nearest_training_images_come_from_the_asked_class_in_order():
 
 def test_gallery_classes_by_index_or_name():
     names = ["plane", "car", "bird"]
-    assert resolve_classes(["bird", 0], names) == [2, 0]
-    assert resolve_classes(None, names) is None
-    with pytest.raises(ValueError, match="gallery.classes: 'cat'"):
-        resolve_classes(["cat"], names)
+    assert class_indices(["bird", 0], names, "gallery.classes") == [2, 0]
+    with pytest.raises(ValueError, match="gallery.classes: 'cat' is neither"):
+        class_indices(["cat"], names, "gallery.classes")

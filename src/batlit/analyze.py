@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,40 +162,62 @@ def _check_attack(cfg: DictConfig) -> None:
 
 
 def _check_gallery(cfg: DictConfig) -> None:
+    from .gallery import PREDICTIONS
+
     g = cfg.gallery
     if g.baseline_ckpt is not None and not Path(str(g.baseline_ckpt)).is_file():
         raise ConfigError(f"gallery.baseline_ckpt: no checkpoint file at '{g.baseline_ckpt}'")
     for key in ("n_images", "neighbours"):
         if not isinstance(g[key], int) or isinstance(g[key], bool) or g[key] < 1:
             raise ConfigError(f"gallery.{key} must be an integer >= 1, got {g[key]!r}")
-    if g.predictions not in ("clean", "adversarial"):
-        raise ConfigError(f"gallery.predictions must be clean or adversarial, got {g.predictions!r}")
+    if g.predictions not in PREDICTIONS:
+        raise ConfigError(f"gallery.predictions must be one of {', '.join(PREDICTIONS)}, got {g.predictions!r}")
+    if g.classes is not None and not OmegaConf.is_list(g.classes):
+        raise ConfigError(f"gallery.classes must be a list of class indices or names, got {g.classes!r}")
 
 
 def _method_name(config: DictConfig) -> str:
     return str(config.method._target_).rsplit(".", 1)[-1]
 
 
-def write_gallery(cfg: DictConfig, run, model: torch.nn.Module, dm, device: torch.device,
-                  out_dir: Path) -> list[Path]:
+# data.* settings that decide the training split: the gallery's neighbours come from this run's
+SPLIT_KEYS = ("_target_", "root", "classes", "exclude_classes", "val_size", "train_subset", "seed", "image_size")
+
+
+def load_baseline(cfg: DictConfig, run) -> tuple[Any, list[int] | None]:
+    """The gallery's baseline run and its class filter, checked before any attack runs."""
+    from .checkpoint import load_run
+    from .data.base import class_indices
+
+    g = cfg.gallery
+    try:
+        baseline = load_run(g.baseline_ckpt)
+    except ConfigError as err:
+        raise ConfigError(f"gallery.baseline_ckpt: {str(err).removeprefix('ckpt: ')}") from err
+    if baseline.class_names != run.class_names:
+        raise ConfigError(f"gallery.baseline_ckpt: '{g.baseline_ckpt}' was trained on classes "
+                          f"{baseline.class_names[:12]}, this run on {run.class_names[:12]}")
+    try:
+        classes = (class_indices(OmegaConf.to_container(g.classes), run.class_names, "gallery.classes")
+                   if g.classes is not None else None)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    differ = [k for k in SPLIT_KEYS if OmegaConf.select(baseline.config.data, k) != OmegaConf.select(run.config.data, k)]
+    if differ:
+        print(f"batlit: warning: gallery.baseline_ckpt was trained on another training split (data.{', data.'.join(differ)} "
+              "differ); the nearest training images come from this run's split", file=sys.stderr)
+    return baseline, classes
+
+
+def write_gallery(cfg: DictConfig, run, baseline, classes: list[int] | None, model: torch.nn.Module, dm,
+                  device: torch.device, out_dir: Path) -> list[Path]:
     """Figure 5: test images the baseline run gets wrong and this run gets right (gallery.py)."""
     from functools import partial
 
     from . import gallery
     from .attacks import pgd
-    from .checkpoint import load_run
 
-    g = cfg.gallery
-    baseline = load_run(g.baseline_ckpt)
-    if baseline.class_names != run.class_names:
-        raise ConfigError(f"gallery.baseline_ckpt: '{g.baseline_ckpt}' was trained on classes "
-                          f"{baseline.class_names[:12]}, this run on {run.class_names[:12]}")
-    try:
-        classes = gallery.resolve_classes(OmegaConf.to_container(g.classes) if g.classes is not None else None,
-                                          run.class_names)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    tgt = cfg.target
+    g, tgt = cfg.gallery, cfg.target
     attack = partial(pgd, eps=tgt.eps, step_size=tgt.step_size, steps=int(tgt.steps), loss="ce")
     record = gallery.build(model, baseline.model.to(device), dm, device, predictions=g.predictions, classes=classes,
                            n_images=g.n_images, neighbours=g.neighbours, attack=attack)
@@ -203,8 +226,8 @@ def write_gallery(cfg: DictConfig, run, model: torch.nn.Module, dm, device: torc
               "attack": OmegaConf.to_container(tgt) if g.predictions == "adversarial" else None,
               "class_names": run.class_names, **record}
     (out_dir / "gallery.json").write_text(json.dumps(record, indent=2))
-    png = gallery.plot(record, dm.test_x, dm.train_x, run.class_names, (record["model"], record["baseline"]),
-                       out_dir / "gallery.png")
+    png = gallery.plot(record, dm.test_x.cpu(), dm.train_x.cpu(), run.class_names,
+                       (record["model"], record["baseline"]), out_dir / "gallery.png")
     print(f"Gallery: {record['n_eligible']} test images right for {record['model']} and wrong for "
           f"{record['baseline']} ({g.predictions}); {len(record['cases'])} drawn with their nearest training images")
     return [out_dir / "gallery.json", png]
@@ -229,6 +252,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if node.step_size is None:
             node.step_size = node.eps / fraction
     _check_attack(cfg)
+    baseline, gallery_classes = load_baseline(cfg, run) if cfg.gallery.baseline_ckpt is not None else (None, None)
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
     dm = datamodule_for(run.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
@@ -241,8 +265,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
               "n_samples": len(dm.test_dataloader().dataset), **result}
     (out_dir / "analysis.json").write_text(json.dumps(record, indent=2))
     figures = plot(record, run.class_names, out_dir)
-    if cfg.gallery.baseline_ckpt is not None:
-        figures += write_gallery(cfg, run, model, dm, device, out_dir)
+    if baseline is not None:
+        figures += write_gallery(cfg, run, baseline, gallery_classes, model, dm, device, out_dir)
     K = len(run.class_names)
     print(f"Source class: mean steps to first misclassification ({cfg.source.steps} x {cfg.source.step_size:.4g})")
     for name, s in zip(run.class_names[:20], record["source"]["mean_steps_per_class"]):

@@ -4,7 +4,11 @@ baseline predicted, to see whether the baseline's mistake follows a spurious res
 paper's example: a bird on a blue sky with two wings, taken for a plane).
 
 ``python -m batlit.analyze ckpt=BAT_RUN/checkpoints/last.ckpt gallery.baseline_ckpt=PGD_AT_CKPT``
-writes ``gallery.png`` and ``gallery.json`` beside the analysis. Nearness is the L2 distance
+writes ``gallery.png`` and ``gallery.json`` beside the analysis: per case its ``analysed_index``
+(the position among the analysed test images, the seeded ``n_samples`` subset), label, both
+predictions and the indices (into this run's training split) and distances of the nearest
+training images. Both models see the same images, so compare runs trained on the same data
+(``analyze`` warns otherwise). Nearness is the L2 distance
 between images in [0, 1] pixel space, which is model-agnostic: what a person would call "quite
 similar", not what either network thinks.
 """
@@ -93,36 +97,20 @@ def build(model: nn.Module, baseline: nn.Module, datamodule, device: torch.devic
     labels = datamodule.test_y.cpu().long()
     case = eligible(labels, right, wrong, classes)
     cases = pick_cases(case, labels, n_images)
-    images = datamodule.test_x[cases].float().div(255)
+    images = datamodule.test_x.cpu()[cases].float().div(255)
     near_idx, near_dist = nearest_training(images, wrong[cases], datamodule.train_x.cpu(),
                                            datamodule.train_y.cpu(), neighbours)
     return {
         "predictions": predictions,
         "n_eligible": int(case.sum()),
-        "n_eligible_per_class": torch.bincount(labels[case], minlength=int(labels.max()) + 1).tolist(),
+        "n_eligible_per_class": torch.bincount(labels[case], minlength=datamodule.num_classes).tolist(),
         "cases": [
-            {"test_index": int(t), "label": int(labels[t]), "model_pred": int(right[t]),
+            {"analysed_index": int(t), "label": int(labels[t]), "model_pred": int(right[t]),
              "baseline_pred": int(wrong[t]), "neighbours": near_idx[i].tolist(),
              "neighbour_distances": [round(float(v), 4) for v in near_dist[i]]}
             for i, t in enumerate(cases.tolist())
         ],
     }
-
-
-def resolve_classes(entries: Sequence[int | str] | None, class_names: list[str]) -> list[int] | None:
-    """``gallery.classes`` as indices: each entry a class index or name of the run's data."""
-    if entries is None:
-        return None
-    out = []
-    for entry in entries:
-        if isinstance(entry, str) and entry in class_names:
-            out.append(class_names.index(entry))
-        elif isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < len(class_names):
-            out.append(entry)
-        else:
-            raise ValueError(f"gallery.classes: {entry!r} is neither a class index in [0, {len(class_names)}) "
-                             f"nor a class name ({', '.join(class_names[:12])})")
-    return out
 
 
 def plot(record: dict[str, Any], test_x: Tensor, train_x: Tensor, class_names: list[str],
@@ -140,7 +128,8 @@ def plot(record: dict[str, Any], test_x: Tensor, train_x: Tensor, class_names: l
 
     def show(ax, img: Tensor, title: str) -> None:
         img = img.permute(1, 2, 0)
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+        gray = img.shape[-1] == 1
+        ax.imshow(img.squeeze(-1) if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255,
                   interpolation="nearest")
         ax.set_title(title, fontsize=7)
         ax.set_xticks([])
@@ -148,8 +137,8 @@ def plot(record: dict[str, Any], test_x: Tensor, train_x: Tensor, class_names: l
 
     model_name, baseline_name = names
     for r, case in enumerate(cases):
-        show(axes[r][0], test_x[case["test_index"]],
-             f"test #{case['test_index']}: {class_names[case['label']]}\n"
+        show(axes[r][0], test_x[case["analysed_index"]],
+             f"test image {case['analysed_index']}: {class_names[case['label']]}\n"
              f"{baseline_name}: {class_names[case['baseline_pred']]}")
         for j in range(cols - 1):
             ax = axes[r][1 + j]

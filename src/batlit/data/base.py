@@ -76,6 +76,21 @@ class EpochRandomSampler(RandomSampler):
     def set_epoch(self, epoch: int) -> None:
         self.generator = _generator(self.seed, 1_000 + int(epoch))
 
+def class_indices(entries: Sequence[int | str], names: Sequence[str], key: str, where: str = "") -> list[int]:
+    """Class entries (indices or names) as indices into ``names``; ``ValueError`` naming ``key``
+    and the first entry that is neither."""
+    picked = []
+    for entry in entries:
+        if isinstance(entry, str) and entry in names:
+            picked.append(list(names).index(entry))
+        elif isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < len(names):
+            picked.append(int(entry))
+        else:
+            raise ValueError(f"{key}: {entry!r} is neither a class index in [0, {len(names)}) nor a class "
+                             f"name{where} ({', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+    return picked
+
+
 class TensorImageDataset(Dataset):
     """A map-style dataset over in-memory uint8 images, yielding float32 images in [0, 1].
 
@@ -403,15 +418,8 @@ class ImageDataModule(L.LightningDataModule):
             return data
         names = list(data.class_names)
         key = "data.classes" if self.classes is not None else "data.exclude_classes"
-        picked = []
-        for entry in self.classes if self.classes is not None else self.exclude_classes:
-            if isinstance(entry, str) and entry in names:
-                picked.append(names.index(entry))
-            elif isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < len(names):
-                picked.append(int(entry))
-            else:
-                raise ValueError(f"{key}: {entry!r} is neither a class index in [0, {len(names)}) nor a class "
-                                 f"name of {self.name} ({', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+        picked = class_indices(self.classes if self.classes is not None else self.exclude_classes, names, key,
+                               f" of {self.name}")
         kept = sorted(set(picked)) if self.classes is not None else [i for i in range(len(names)) if i not in picked]
         if len(kept) < 2:
             raise ValueError(f"{key}: {len(kept)} class(es) left; training needs at least 2")

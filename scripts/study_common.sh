@@ -1,0 +1,93 @@
+# Steps shared by scripts/study_cifar10_cpu.sh and scripts/study_cifar10_gpu.sh (sourced, not run).
+# They read PY, OUT, SEEDS, METHODS, AA_SAMPLES and the array aa_args from the calling script.
+
+# stamp_protocol "KEY=VALUE ...": the settings that decide what a study folder holds; a rerun into
+# the same $OUT with other settings (a dry run, another EPOCHS or DATA) is refused before any work,
+# so finished steps of one protocol are never mixed with another's.
+stamp_protocol() {
+  local stamp="$OUT/protocol.txt"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$1" ]; then
+    echo "OUT=$OUT holds a study run with '$(cat "$stamp")', not '$1': use another OUT" >&2
+    exit 2
+  fi
+  mkdir -p "$OUT"
+  echo "$1" >"$stamp"
+}
+
+# has METHOD: whether METHOD is in $METHODS
+has() { [[ " $METHODS " == *" $1 "* ]]; }
+
+# choose_frl DIR...: of FRL's runs (one folder per tau, seeds below), the folder with the lower mean
+# worst-class robust error on the validation split; written to $OUT/frl_choice.json, printed
+choose_frl() {
+  "$PY" - "$OUT" "$@" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+out, names = Path(sys.argv[1]), sys.argv[2:]
+scores = {}
+for name in names:
+    vals = [json.loads(p.read_text())["val"]["rob_worst"] for p in sorted((out / name).glob("seed*/metrics.json"))]
+    if vals:
+        scores[name] = statistics.fmean(vals)
+best = min(scores, key=scores.get)
+(out / "frl_choice.json").write_text(json.dumps({"val_rob_worst": scores, "chosen": best}, indent=2))
+print(out / best)
+PY
+}
+
+# autoattack_final: AutoAttack on the final PGD-AT, TRADES(6) and BAT models of every seed
+autoattack_final() {
+  local method seed run
+  for method in pgd_at trades6 bat; do
+    has $method || continue
+    for seed in $SEEDS; do
+      run="$OUT/$method/seed$seed"
+      [ -f "$run/metrics.json" ] || continue
+      if [ -f "$run/eval_autoattack.json" ]; then echo "done     autoattack $method/seed$seed"; continue; fi
+      echo "autoattack $method/seed$seed"
+      "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples="$AA_SAMPLES" \
+          ${aa_args[@]+"${aa_args[@]}"} progress_bar=false >"$run/autoattack.log" 2>&1 \
+          || { tail -n 5 "$run/autoattack.log"; exit 1; }
+    done
+  done
+}
+
+# analyze_pair N_SAMPLES: source/target-class analysis of PGD-AT and BAT (the first seed), and the
+# Figure 5 gallery against the finished PGD-AT: test images of the poor classes 2-5 it gets wrong
+# and BAT gets right
+analyze_pair() {
+  local first_seed=${SEEDS%% *} method run
+  local baseline="$OUT/pgd_at/seed$first_seed"
+  for method in pgd_at bat; do
+    run="$OUT/$method/seed$first_seed"
+    [ -f "$run/metrics.json" ] || continue
+    local gallery=()
+    if [ "$method" = bat ] && [ -f "$baseline/metrics.json" ]; then
+      gallery=(gallery.baseline_ckpt="$baseline/checkpoints/last.ckpt" 'gallery.classes=[2,3,4,5]')
+    fi
+    if [ -f "$run/analysis/analysis.json" ] && { [ ${#gallery[@]} = 0 ] || [ -f "$run/analysis/gallery.json" ]; }; then
+      echo "done     analyze $method/seed$first_seed"; continue
+    fi
+    echo "analyze $method/seed$first_seed"
+    "$PY" -m batlit.analyze ckpt="$run/checkpoints/last.ckpt" n_samples="$1" progress_bar=false \
+        ${gallery[@]+"${gallery[@]}"} >"$run/analyze.log" 2>&1 || { tail -n 5 "$run/analyze.log"; exit 1; }
+  done
+}
+
+# final_reports [FRL_DIR]: the Table 1/3-style report (rho against PGD-AT) and, where its runs
+# exist, the Table 4 report (PGD-AT with all classes, without the poor ones, without the good ones)
+final_reports() {
+  local method dirs=() t4=() baseline=()
+  for method in standard pgd_at trades1 trades6 fat gairat bat; do
+    ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && dirs+=("$OUT/$method")
+  done
+  [ -n "${1:-}" ] && dirs+=("$1")
+  [ -d "$OUT/pgd_at" ] && baseline=(--baseline "$OUT/pgd_at")
+  [ ${#dirs[@]} -gt 0 ] && "$PY" -m batlit.report "${dirs[@]}" ${baseline[@]+"${baseline[@]}"} --out "$OUT/report"
+  for method in pgd_at table4_wo_poor table4_wo_good; do
+    ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && t4+=("$OUT/$method")
+  done
+  if [ ${#t4[@]} -gt 1 ]; then
+    "$PY" -m batlit.report "${t4[@]}" --out "$OUT/report_table4" --no-figures
+  fi
+}
