@@ -25,6 +25,14 @@ def test_bench_writes_per_method_figures_and_ratios(tmp_path):
         assert entry["images_per_s"] == pytest.approx(8 / entry["seconds_per_step"])
     assert set(record["ratios"]) == {"bat_over_pgd_at", "reference_over_bat"}
     assert "pgd_at" in proc.stdout and "reference_over_bat" in proc.stdout
+    # FLOPs as executed: a standard step is a forward and a backward (about 3 forwards, less the
+    # input gradient of the first convolution); PGD-AT adds 2 attack steps of a forward and an
+    # input gradient each
+    fwd = record["model_forward_gflops_per_image"] * 1e9 * 8
+    standard, pgd_at = (record["methods"][m]["flops_per_step"] for m in ("standard", "pgd_at"))
+    assert 2.5 * fwd < standard <= 3.01 * fwd
+    assert standard + 2 * 1.5 * fwd < pgd_at <= standard + 2 * 2.01 * fwd
+    assert record["methods"]["bat"]["achieved_tflops"] > 0 and record["bf16_peak_tflops"] is None
 
 
 def test_bench_rejects_an_unknown_method(tmp_path):

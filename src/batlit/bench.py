@@ -121,6 +121,55 @@ def time_step(method, x, y, *, warmup: int, repeats: int, autocast: Callable, sy
     return times
 
 
+# Dense bf16 tensor-core peaks from the vendors' datasheets (SXM parts), in FLOP/s, for the
+# achieved fraction of peak; a card not listed gets none.
+BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def bf16_peak(device_name: str) -> float | None:
+    return next((v for k, v in BF16_PEAK_FLOPS.items() if k in device_name), None)
+
+
+def _flop_counter():
+    """A dispatch mode summing the FLOPs of matmuls and convolutions with torch's own formulas
+    (``torch.utils.flop_counter.flop_registry``). FlopCounterMode itself also tracks modules with
+    backward hooks, which ``autograd.grad`` on an input leaf (every attack) does not support."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class FlopCount(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    return FlopCount()
+
+
+def count_step_flops(method, x, y, autocast: Callable) -> int:
+    """FLOPs of one training step as executed (early stops included): the matmuls and convolutions
+    of every forward and backward, attack and update alike."""
+    with _flop_counter() as counter:
+        with autocast():
+            examples = method.perturb(x, y)
+            loss = method.objective(x, y, examples)["loss"]
+        loss.backward()
+    method.model.zero_grad(set_to_none=True)  # counted, not applied
+    return counter.total
+
+
+def forward_flops_per_image(model, x) -> float:
+    model.eval()
+    with torch.no_grad(), _flop_counter() as counter:
+        model(x)
+    return counter.total / len(x)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     unknown = [m for m in cfg.methods if m not in CHOICES]
     if unknown:
@@ -161,6 +210,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         sync = lambda: None  # noqa: E731
         autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if str(cfg.precision) == "bf16" else nullcontext
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = bf16_peak(device_name) if device.type == "cuda" else None
     results: dict[str, Any] = {}
     for name in cfg.methods:
         torch.manual_seed(cfg.seed)
@@ -173,12 +224,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if device.type == "cuda":
             entry["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         entry["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if cfg.count_flops:  # after timing, on the same batch: the attack's early stops count as run
+            flops = count_step_flops(method, x, y, autocast)
+            entry["flops_per_step"] = flops
+            entry["achieved_tflops"] = flops / median / 1e12
+            if peak is not None:
+                entry["fraction_of_bf16_peak"] = flops / median / peak
         if name.startswith("bat"):
             stats = method.steps_to_boundary.compute()
             entry["mean_steps_to_boundary"] = float(stats["mean"])
             entry["never_misclassified"] = float(stats["never"])
         results[name] = entry
-        print(f"{name:<14} {median * 1000:10.1f} ms/step {len(x) / median:10.1f} images/s", flush=True)
+        flops_note = f" {entry['achieved_tflops']:8.2f} TFLOP/s" if "achieved_tflops" in entry else ""
+        if "fraction_of_bf16_peak" in entry:
+            flops_note += f" ({100 * entry['fraction_of_bf16_peak']:.1f}% of bf16 peak)"
+        print(f"{name:<14} {median * 1000:10.1f} ms/step {len(x) / median:10.1f} images/s{flops_note}", flush=True)
     ratios = {}
     if "bat" in results and "pgd_at" in results:
         ratios["bat_over_pgd_at"] = results["bat"]["seconds_per_step"] / results["pgd_at"]["seconds_per_step"]
@@ -195,7 +255,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "precision": str(cfg.precision), "channels_last": bool(cfg.channels_last), "warmup": cfg.warmup,
         "repeats": cfg.repeats, "attack": OmegaConf.to_container(cfg.attack.train), "eps": cfg.attack.eps,
         "torch_version": torch.__version__, "methods": results, "ratios": ratios,
+        "model_forward_gflops_per_image": forward_flops_per_image(copy.deepcopy(base_model), x) / 1e9,
+        "bf16_peak_tflops": peak / 1e12 if peak else None,
     }
+    print(f"model forward  {record['model_forward_gflops_per_image']:.3f} GFLOP per image")
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps(record, indent=2))
