@@ -57,18 +57,25 @@ def test_bad_bat_option_names_the_key(tmp_path):
     assert proc.returncode == 2 and "method.uniform_kl" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_analyze_writes_json_and_figures(bat_run):
+@pytest.fixture(scope="module")
+def analysed(bat_run, hot_start):
+    """``batlit.analyze`` of the BAT run, with the Figure 5 gallery against the PGD-AT run."""
     ckpt = bat_run[0] / "checkpoints" / "last.ckpt"
-    proc = run_cli("batlit.analyze", f"ckpt={ckpt}", "n_samples=60", "source.steps=30", "source.step_size=0.004",
-                   "progress_bar=false")
+    proc = run_cli("batlit.analyze", f"ckpt={ckpt}", "n_samples=100", "source.steps=30", "source.step_size=0.004",
+                   "progress_bar=false", f"gallery.baseline_ckpt={hot_start / 'checkpoints' / 'last.ckpt'}",
+                   "gallery.n_images=6", "gallery.neighbours=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = bat_run[0] / "analysis"
+    return bat_run[0] / "analysis", proc
+
+
+def test_analyze_writes_json_and_figures(analysed):
+    out = analysed[0]
     result = json.loads((out / "analysis.json").read_text())
-    assert result["n_samples"] == 60 and len(result["class_names"]) == 10
+    assert result["n_samples"] == 100 and len(result["class_names"]) == 10
     src, tgt = result["source"], result["target"]
     assert len(src["mean_steps_per_class"]) == 10 and all(0 <= s <= 30 for s in src["mean_steps_per_class"])
     assert src["eps"] == pytest.approx(0.0313725, rel=1e-4)  # from the run's attack.eps
-    assert len(tgt["confusion"]) == 10 and sum(map(sum, tgt["confusion"])) == 60
+    assert len(tgt["confusion"]) == 10 and sum(map(sum, tgt["confusion"])) == 100
     assert sum(tgt["target_distribution"]) == pytest.approx(1.0)
     assert tgt["kl_to_uniform"] >= 0 and 0 <= tgt["tv_to_uniform"] <= 1
     assert len(result["robustness"]["rob_per_class"]) == 10
@@ -81,22 +88,18 @@ def test_analyze_missing_checkpoint_is_one_line(tmp_path):
     assert proc.returncode == 2 and "none.ckpt" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_analyze_gallery_against_a_baseline(bat_run, hot_start):
+def test_analyze_gallery_against_a_baseline(analysed, bat_run):
     """Figure 5: test images the PGD-AT run gets wrong and the BAT run gets right, each beside the
     nearest training images of the class PGD-AT predicted."""
+    out, proc = analysed
     ckpt = bat_run[0] / "checkpoints" / "last.ckpt"
-    out = bat_run[0] / "gallery_check"
-    proc = run_cli("batlit.analyze", f"ckpt={ckpt}", "n_samples=200", "source.steps=5", "progress_bar=false",
-                   f"gallery.baseline_ckpt={hot_start / 'checkpoints' / 'last.ckpt'}", "gallery.n_images=6",
-                   "gallery.neighbours=3", f"out_dir={out}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "gallery.json").read_text())
     assert record["model"] == "BAT" and record["baseline"] == "PGDAT" and record["predictions"] == "clean"
     assert sum(record["n_eligible_per_class"]) == record["n_eligible"] >= len(record["cases"]) > 0
     assert len(record["cases"]) == min(6, record["n_eligible"])
     from batlit.checkpoint import datamodule_for, load_run
 
-    dm = datamodule_for(load_run(ckpt).config, test_subset=200)
+    dm = datamodule_for(load_run(ckpt).config, test_subset=100)
     for case in record["cases"]:
         assert case["model_pred"] == case["label"] == int(dm.test_y[case["analysed_index"]]) != case["baseline_pred"]
         assert all(i >= 0 for i in case["neighbours"])
@@ -131,14 +134,10 @@ def test_analyze_gallery_baseline_of_other_data_is_refused(bat_run, tmp_path):
     assert proc.returncode == 2 and "gallery.baseline_ckpt" in proc.stderr and "classes" in proc.stderr
 
 
-def test_report_shows_the_source_and_target_class_analysis(bat_run, tmp_path):
+def test_report_shows_the_source_and_target_class_analysis(analysed, bat_run, tmp_path):
     from batlit import report
 
     run_dir = bat_run[0]
-    if not (run_dir / "analysis" / "analysis.json").is_file():
-        proc = run_cli("batlit.analyze", f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "n_samples=60",
-                       "source.steps=10", "progress_bar=false")
-        assert proc.returncode == 0, proc.stderr[-3000:]
     assert report.main([str(run_dir), "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     analysis = json.loads((run_dir / "analysis" / "analysis.json").read_text())
