@@ -1,5 +1,5 @@
 # Steps shared by scripts/study_cifar10_cpu.sh and scripts/study_cifar10_gpu.sh (sourced, not run).
-# They read PY, OUT, SEEDS, METHODS, AA_SAMPLES and the array aa_args from the calling script.
+# They read PY, OUT, SEEDS, METHODS, AA_SAMPLES, AA_SEEDS and the array aa_args from the calling script.
 
 # stamp_protocol "KEY=VALUE ...": the settings that decide what a study folder holds; a rerun into
 # the same $OUT with other settings (a dry run, another EPOCHS or DATA) is refused before any work,
@@ -35,19 +35,25 @@ print(out / best)
 PY
 }
 
-# autoattack_final: AutoAttack on the final PGD-AT, TRADES(6) and BAT models of every seed
+# autoattack_final: AutoAttack (standard version) on the final PGD-AT, TRADES(6) and BAT models of
+# the seeds in $AA_SEEDS (default: all), on $AA_SAMPLES test images, and PGD-20 on the same images
+# (eval_pgd20.json), so the two rankings compare like with like
 autoattack_final() {
-  local method seed run
+  local method seed run attack
   for method in pgd_at trades6 bat; do
     has $method || continue
-    for seed in $SEEDS; do
+    for seed in ${AA_SEEDS:-$SEEDS}; do
       run="$OUT/$method/seed$seed"
       [ -f "$run/metrics.json" ] || continue
-      if [ -f "$run/eval_autoattack.json" ]; then echo "done     autoattack $method/seed$seed"; continue; fi
-      echo "autoattack $method/seed$seed"
-      "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=autoattack n_samples="$AA_SAMPLES" \
-          ${aa_args[@]+"${aa_args[@]}"} progress_bar=false >"$run/autoattack.log" 2>&1 \
-          || { tail -n 5 "$run/autoattack.log"; exit 1; }
+      for attack in pgd20 autoattack; do
+        if [ -f "$run/eval_$attack.json" ]; then echo "done     $attack $method/seed$seed"; continue; fi
+        echo "$attack $method/seed$seed"
+        local args=()
+        [ $attack = autoattack ] && args=(${aa_args[@]+"${aa_args[@]}"})
+        "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=$attack n_samples="$AA_SAMPLES" \
+            ${args[@]+"${args[@]}"} progress_bar=false >"$run/$attack.log" 2>&1 \
+            || { tail -n 5 "$run/$attack.log"; exit 1; }
+      done
     done
   done
 }
