@@ -90,11 +90,4 @@ for seed in $SEEDS; do
   done
 done
 
-frl_dir=""
-if has frl; then
-  frl_dir=$(choose_frl frl_tau005 frl_tau007)
-  echo "FRL: chose $frl_dir on the validation split ($OUT/frl_choice.json)"
-fi
-autoattack_final
-analyze_pair "$ANALYZE_SAMPLES"
-final_reports "$frl_dir"
+finish_study "$ANALYZE_SAMPLES" frl_tau005 frl_tau007

@@ -97,3 +97,16 @@ final_reports() {
     "$PY" -m batlit.report "${t4[@]}" --out "$OUT/report_table4" --no-figures
   fi
 }
+
+# finish_study N_SAMPLES FRL_DIR...: after training, FRL's tau on validation (when frl is in
+# $METHODS), AutoAttack, the analysis with the gallery (N_SAMPLES test images) and the reports
+finish_study() {
+  local samples=$1 frl_dir=""; shift
+  if has frl; then
+    frl_dir=$(choose_frl "$@")
+    echo "FRL: chose $frl_dir on the validation split ($OUT/frl_choice.json)"
+  fi
+  autoattack_final
+  analyze_pair "$samples"
+  final_reports "$frl_dir"
+}
