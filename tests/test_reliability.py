@@ -54,6 +54,20 @@ def test_resume_after_sigkill_gives_the_uninterrupted_metrics(tmp_path):
     final = read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")
     assert final["epoch"] == 2 and final["batlit"]["model"].startswith("batlit.models.")
     assert final["batlit"]["version"] and final["batlit"]["data"].endswith("DigitsDataModule")
+    # the CSV log keeps the epochs before the kill (Lightning's CSVLogger deletes the file on reopen)
+    assert _csv_epochs(tmp_path / "killed") == _csv_epochs(tmp_path / "whole")
+
+
+def _csv_epochs(run_dir: Path) -> dict[str, list[int]]:
+    """For each per-epoch column of the run's metrics.csv, the epochs that logged it, in file order."""
+    import csv
+
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = ("perf/epoch_seconds", "val/rob_worst", "train/loss", "test/rob_avg")
+    found = {c: [int(float(r["epoch"])) for r in rows if r.get(c)] for c in columns}
+    assert found["perf/epoch_seconds"] == [0, 1, 2], found
+    return found
 
 
 @pytest.fixture

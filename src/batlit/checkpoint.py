@@ -78,6 +78,43 @@ def check_resumable(path: str | Path, cfg: DictConfig) -> None:
             raise ConfigError(f"ckpt_path: '{path}' was trained with {key}={old}, this run has {key}={new}")
 
 
+def keep_csv_history(loggers: list[Any], ckpt_path: str | Path) -> None:
+    """On resume, keep the CSV rows of the epochs the checkpoint holds.
+
+    Lightning's CSVLogger deletes ``metrics.csv`` when it opens a non-empty log directory, so a
+    resumed run would lose every earlier epoch's metrics. The rows up to the checkpoint's epoch are
+    written back and the writer continues the file; rows of the epoch that was killed (and of a
+    killed test) are dropped, since the resumed run logs them again.
+    """
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    csv_loggers = [lg for lg in loggers if isinstance(lg, CSVLogger)]
+    if not csv_loggers:
+        return
+    done_epoch = read_checkpoint(ckpt_path).get("epoch", -1)
+    for logger in csv_loggers:
+        path = Path(logger.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header, rows = list(reader.fieldnames or []), list(reader)
+
+        def kept(row: dict[str, str]) -> bool:
+            if any(v for k, v in row.items() if k and k.startswith("test/")):
+                return False
+            return not row.get("epoch") or int(float(row["epoch"])) <= done_epoch
+
+        writer = logger.experiment  # opening it deletes metrics.csv
+        with path.open("w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=header)
+            out.writeheader()
+            out.writerows(row for row in rows if kept(row))
+        writer.metrics_keys = header  # new keys later rewrite the header; rows so far keep their columns
+
+
 def datamodule_for(config: DictConfig, **overrides: Any):
     """The run's DataModule (test split), with data.* overrides such as eval batch size."""
     node = OmegaConf.merge(config.data, overrides)

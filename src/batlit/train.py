@@ -68,7 +68,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .callbacks import EpochSeeding, EpochThroughput, NonFiniteLossGuard, WandbReports, finish_wandb
-    from .checkpoint import AtomicCheckpointIO, check_resumable
+    from .checkpoint import AtomicCheckpointIO, check_resumable, keep_csv_history
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt_path = resume_path(cfg, run_dir)
@@ -104,6 +104,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if method.needs_val_split and not datamodule.val_dataloader():
         raise ConfigError(f"data.val_size: method {picked_name(cfg)} needs a validation split; set data.val_size > 0")
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    if ckpt_path is not None:
+        keep_csv_history(loggers, ckpt_path)
     # checkpoints/last.ckpt after every epoch (atomically replaced): what resume=true continues from
     callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                                  every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False),
