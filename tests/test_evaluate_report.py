@@ -115,6 +115,11 @@ def test_report_tables_two_seeds_as_mean_and_std(sweep, tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "| Method | Seeds | Avg Std | Worst Std | Avg Bndy | Worst Bndy | Avg Rob | Worst Rob |" in text
     assert " ± " in text and "ρ rob" in text
+    epochs = [float(r["perf/epoch_seconds"]) for run in ("0", "1")
+              for r in csv.DictReader((sweep / run / "csv" / "metrics.csv").open()) if r["perf/epoch_seconds"]]
+    assert "Training time per epoch" in text and float(rows[0]["epochs_timed"]) == len(epochs) > 0
+    assert math.isclose(float(rows[0]["epoch_seconds_min"]), min(epochs), rel_tol=1e-9)
+    assert math.isclose(float(rows[0]["epoch_seconds_median"]), statistics.median(epochs), rel_tol=1e-9)
     for figure in ("per_class_errors.png", "clean_vs_robust.png"):
         assert (tmp_path / figure).stat().st_size > 5000
 

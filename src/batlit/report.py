@@ -10,7 +10,8 @@ With ``--baseline``, ρ columns compare each row with the baseline's mean (DESIG
 ρ = (worst − worst_base)/worst_base − (avg_base − avg)/avg_base on accuracies; higher is better.
 
 Writes ``report.md`` (with per-class tables), ``report.csv``, ``per_class_errors.png`` (the
-paper's Figure 4), ``clean_vs_robust.png`` (Figure 1) and, for runs analysed by
+paper's Figure 4), ``clean_vs_robust.png`` (Figure 1), a training-time table from the runs' CSV
+logs and, for runs analysed by
 ``batlit.analyze``, ``source_target_classes.png`` (Figure 2) into ``--out`` (default:
 ``<RUN_DIR>/report`` for one directory, else ``outputs/report``).
 """
@@ -288,6 +289,38 @@ def plot_clean_vs_robust(groups: Sequence[Group], class_names: list[str], path: 
     plt.close(fig)
 
 
+def epoch_times(run: Run) -> list[tuple[float, float]]:
+    """(seconds, training images/s) of each training epoch the run logged (``perf/epoch_seconds``
+    and ``perf/train_images_per_s`` in ``csv/metrics.csv``); [] when it has no CSV log."""
+    path = run.path / "csv" / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [(float(row["perf/epoch_seconds"]), float(row.get("perf/train_images_per_s") or "nan"))
+                for row in csv.DictReader(f) if row.get("perf/epoch_seconds")]
+
+
+def cost_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], dict[str, dict[str, float]]]:
+    """Per group: epochs timed, fastest and median epoch (s) and median training images/s, over
+    every epoch of its runs. The fastest epoch is the figure least disturbed by other work on the
+    machine; the median is the typical one."""
+    header = ["Method", "Epochs timed", "Fastest epoch (s)", "Median epoch (s)", "Median train images/s"]
+    rows, numbers = [], {}
+    for g in groups:
+        times = [t for r in g.runs for t in epoch_times(r)]
+        if not times:
+            continue
+        seconds = [t for t, _ in times]
+        rates = [r for _, r in times if not math.isnan(r)]
+        numbers[g.label] = {"epochs_timed": len(times), "epoch_seconds_min": min(seconds),
+                            "epoch_seconds_median": statistics.median(seconds),
+                            "train_images_per_s_median": statistics.median(rates) if rates else math.nan}
+        n = numbers[g.label]
+        rows.append([g.label, str(len(times)), f"{n['epoch_seconds_min']:.1f}", f"{n['epoch_seconds_median']:.1f}",
+                     f"{n['train_images_per_s_median']:.0f}"])
+    return header, rows, numbers
+
+
 def analyses(groups: Sequence[Group]) -> list[tuple[str, dict[str, Any]]]:
     """(group label, analysis.json) for each group with a ``batlit.analyze`` result under its first
     analysed run (``<run>/analysis/analysis.json``)."""
@@ -380,12 +413,18 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     for key, title in (("std", "standard"), ("bndy", "boundary"), ("rob", "robust")):
         sections.append(f"\nPer-class {title} error (%, mean over seeds):\n\n"
                         f"{markdown(*per_class_table(groups, key))}\n")
+    cost_header, cost_rows, cost = cost_table(groups)
+    if cost_rows:
+        sections.append(f"\nTraining time per epoch (perf/epoch_seconds of each run's csv/metrics.csv, over all "
+                        f"epochs of a row's runs):\n\n{markdown(cost_header, cost_rows)}\n")
+    for record in records:
+        record.update(cost.get(record["method"], {}))
     found = analyses(groups)
     if found:
         sections.append(f"\nSource- and target-class analysis (batlit.analyze):\n\n{analysis_table(found)}\n")
     (out / "report.md").write_text("".join(sections))
     with (out / "report.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
         writer.writeheader()
         writer.writerows(records)
     written = [out / "report.md", out / "report.csv"]
