@@ -18,7 +18,9 @@ stamp_protocol() {
 has() { [[ " $METHODS " == *" $1 "* ]]; }
 
 # choose_frl DIR...: of FRL's runs (one folder per tau, seeds below), the folder with the lower mean
-# worst-class robust error on the validation split; written to $OUT/frl_choice.json, printed
+# worst-class robust error on the validation split, then the lower mean average robust error; a
+# tie on both goes to the first listed (the smaller tau, the smaller change to PGD-AT). Written to
+# $OUT/frl_choice.json, printed
 choose_frl() {
   "$PY" - "$OUT" "$@" <<'PY'
 import json, statistics, sys
@@ -26,11 +28,15 @@ from pathlib import Path
 out, names = Path(sys.argv[1]), sys.argv[2:]
 scores = {}
 for name in names:
-    vals = [json.loads(p.read_text())["val"]["rob_worst"] for p in sorted((out / name).glob("seed*/metrics.json"))]
+    vals = [json.loads(p.read_text())["val"] for p in sorted((out / name).glob("seed*/metrics.json"))]
     if vals:
-        scores[name] = statistics.fmean(vals)
-best = min(scores, key=scores.get)
-(out / "frl_choice.json").write_text(json.dumps({"val_rob_worst": scores, "chosen": best}, indent=2))
+        scores[name] = tuple(statistics.fmean(v[k] for v in vals) for k in ("rob_worst", "rob_avg"))
+best = min(scores, key=scores.get)  # min keeps the first of equal keys
+tied = [n for n in scores if scores[n] == scores[best]]
+(out / "frl_choice.json").write_text(json.dumps({
+    "val_rob_worst": {n: s[0] for n, s in scores.items()}, "val_rob_avg": {n: s[1] for n, s in scores.items()},
+    "chosen": best, "tied": tied if len(tied) > 1 else [],
+}, indent=2))
 print(out / best)
 PY
 }

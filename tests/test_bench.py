@@ -81,11 +81,41 @@ def test_study_script_dry_run_runs_the_whole_pipeline(tmp_path, shared_cifar10_j
     assert "autoattack Worst Rob" in table and (tmp_path / "bat" / "seed0" / "analysis" / "analysis.json").is_file()
     assert (tmp_path / "bat" / "seed0" / "analysis" / "gallery.png").is_file()
     assert (tmp_path / "report" / "source_target_classes.png").is_file()
+    choice = json.loads((tmp_path / "frl_choice.json").read_text())
+    scores = {n: (choice["val_rob_worst"][n], choice["val_rob_avg"][n]) for n in choice["val_rob_worst"]}
+    assert set(scores) == {"frl_tau0.05", "frl_tau0.07"} and scores[choice["chosen"]] == min(scores.values())
     table4 = (tmp_path / "report_table4" / "report.md").read_text()
     assert "exclude_classes=[2, 3, 4, 5]" in table4 and "exclude_classes=[1, 6, 8, 9]" in table4
     again = subprocess.run(["bash", "scripts/study_cifar10_cpu.sh"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0 and "training " not in again.stdout and "done     bat/seed0" in again.stdout
+
+
+def test_frl_tau_is_chosen_on_validation_worst_then_average_robust_error(tmp_path):
+    """study_common.sh's choose_frl: the lower mean val worst-class robust error over seeds, then the
+    lower average; a full tie goes to the first listed (the smaller tau)."""
+    import sys
+
+    def runs(name, *vals):
+        for seed, (worst, avg) in enumerate(vals):
+            d = tmp_path / name / f"seed{seed}"
+            d.mkdir(parents=True)
+            (d / "metrics.json").write_text(json.dumps({"val": {"rob_worst": worst, "rob_avg": avg}}))
+
+    def choose(*names):
+        proc = subprocess.run(["bash", "-c", 'source scripts/study_common.sh && choose_frl "$@"', "choose", *names],
+                              cwd=ROOT, env={**os.environ, "PY": sys.executable, "OUT": str(tmp_path)},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((tmp_path / "frl_choice.json").read_text())
+
+    runs("a", (0.75, 0.5), (0.25, 0.5))  # worst 0.5 on average (binary-exact values: ties are real ties)
+    runs("b", (0.5, 0.25), (0.5, 0.25))  # worst 0.5 too, lower average: chosen
+    runs("c", (0.75, 0.125), (0.75, 0.125))  # best average, worse worst class
+    assert choose("a", "b", "c")["chosen"] == "b"
+    runs("d", (0.5, 0.25), (0.5, 0.25))  # ties b on both
+    tie = choose("d", "b")
+    assert tie["chosen"] == "d" and tie["tied"] == ["d", "b"]
 
 
 @pytest.mark.slow
