@@ -4,7 +4,8 @@
 # tau 0.05 and 0.07, fine-tuned from each seed's PGD-AT; tau chosen on the validation split),
 # 3 seeds; the paper's Table 4 (PGD-AT without the poor classes 2-5 or the good classes 1, 6, 8, 9,
 # 600 training images per kept class as in the full runs); AutoAttack on the final PGD-AT,
-# TRADES(6) and BAT; the analysis of PGD-AT vs BAT with the Figure 5 gallery; then batlit.report.
+# TRADES(6) and BAT of every seed (500 test images); the analysis of PGD-AT vs BAT with the
+# Figure 5 gallery; then batlit.report.
 # Every step is skipped when its output exists and a killed training run continues from its
 # last.ckpt, so rerunning the script resumes the study where it stopped.
 #
@@ -17,8 +18,8 @@ source scripts/study_common.sh
 PY=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-"0 1 2"}
 METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl table4_wo_poor table4_wo_good"}
-AA_SAMPLES=${AA_SAMPLES:-500}   # AutoAttack took 11.5 min for 200 images of one model on 2 busy cores
-AA_SEEDS=${AA_SEEDS:-${SEEDS%% *}}
+AA_SAMPLES=${AA_SAMPLES:-500}   # AutoAttack: about 4 min for 500 images of one model on 2 quiet cores
+AA_SEEDS=${AA_SEEDS:-$SEEDS}
 TABLE4_SEEDS=${TABLE4_SEEDS:-${SEEDS%% *}}
 ANALYZE_SAMPLES=${ANALYZE_SAMPLES:-2000}
 extra=() aa_args=()
