@@ -157,7 +157,8 @@ def test_report_lines_up_runs_on_different_class_subsets(tmp_path, capsys):
             "method": method, "seed": 0, "class_names": names, "num_test_samples": 10,
             **{f"{m}_{k}": 0.5 for m in ("std", "bndy", "rob") for k in ("avg", "worst")},
             **{f"{m}_per_class": per_class for m in ("std", "bndy", "rob")}}))
-        OmegaConf.save({"seed": 0, "method": {"_target_": method}, "data": {"exclude_classes": names}}, d / "config.yaml")
+        OmegaConf.save({"seed": 0, "method": {"_target_": method}, "model": {"num_classes": len(names)},
+                        "data": {"exclude_classes": names, "num_classes": len(names)}}, d / "config.yaml")
 
     fake("all", "pgd_at", ["a", "b", "c"], [0.1, 0.2, 0.3])
     fake("wo_b", "pgd_at", ["a", "c"], [0.05, 0.25])

@@ -154,10 +154,12 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     for method, members in by_method.items():
         varying = [k for k in _varying(members, {k for r in members for k in r.config}) if k != "method._target_"]
         shown = [k for k in varying if k.startswith("method.")] + [k for k in varying if not k.startswith("method.")]
+        # the class count follows from the class choice (data.classes / exclude_classes): group by it, don't name it
+        named = [k for k in shown if not k.endswith(".num_classes")] or shown
         for run in members:
             key = (method, *(json.dumps(run.config.get(k), default=str) for k in shown))
             if key not in groups:
-                parts = [_fmt_key(k, run.config.get(k)) for k in shown]
+                parts = [_fmt_key(k, run.config.get(k)) for k in named]
                 groups[key] = Group(method + (f" ({', '.join(parts)})" if parts else ""), [])
             groups[key].runs.append(run)
     return list(groups.values())
