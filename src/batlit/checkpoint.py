@@ -89,9 +89,10 @@ def keep_csv_history(loggers: list[Any], ckpt_path: str | Path) -> None:
     import csv
 
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities import rank_zero_only
 
     csv_loggers = [lg for lg in loggers if isinstance(lg, CSVLogger)]
-    if not csv_loggers:
+    if not csv_loggers or rank_zero_only.rank != 0:  # only rank 0 writes the log (DDP)
         return
     done_epoch = read_checkpoint(ckpt_path).get("epoch", -1)
     for logger in csv_loggers:
