@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import check_threat_model, eval_mode, input_gradient, project, random_start
-from .pgd import LOSSES, attack_loss
+from .pgd import attack_loss, check_loss, clean_probabilities
 
 
 @dataclass
@@ -81,15 +80,11 @@ def boundary_pgd(
     check_threat_model(eps, step_size, steps)
     if int(tau) != tau or tau < 0:
         raise ValueError(f"method.tau must be an integer >= 0, got {tau}")
-    if loss not in LOSSES:
-        raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    check_loss(loss)
     K, n = int(steps), x.shape[0]
     x = x.detach()
     with eval_mode(model), torch.enable_grad():
-        clean_probs = None
-        if loss == "kl":
-            with torch.no_grad():
-                clean_probs = F.softmax(model(x), dim=1)
+        clean_probs = clean_probabilities(model, x, loss)
         x_k = random_start(x, eps, init, init_std, generator)
         last_clean, first_adv = x_k.clone(), x_k.clone()
         first_mis = torch.full((n,), K, dtype=torch.long, device=x.device)

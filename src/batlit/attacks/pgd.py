@@ -35,6 +35,20 @@ def attack_loss(loss: str, logits_adv: Tensor, y: Tensor, clean_probs: Tensor | 
     raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
 
 
+def check_loss(loss: str) -> None:
+    """One clear line for an unknown ``attack.loss``, before any forward pass."""
+    if loss not in LOSSES:
+        raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+
+
+def clean_probabilities(model: nn.Module, x: Tensor, loss: str) -> Tensor | None:
+    """f(x), the fixed target of the ``kl`` loss, computed once before the loop; None for the others."""
+    if loss != "kl":
+        return None
+    with torch.no_grad():
+        return F.softmax(model(x), dim=1)
+
+
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -64,14 +78,10 @@ def pgd(
         eps = eps.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
     else:
         check_threat_model(eps, step_size, steps)
-    if loss not in LOSSES:
-        raise ValueError(f"attack.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    check_loss(loss)
     x = x.detach()
     with eval_mode(model), torch.enable_grad():
-        clean_probs = None
-        if loss == "kl":
-            with torch.no_grad():
-                clean_probs = F.softmax(model(x), dim=1)
+        clean_probs = clean_probabilities(model, x, loss)
         x_adv = random_start(x, eps, init, init_std, generator)
         for _ in range(int(steps)):
             x_adv.requires_grad_(True)
