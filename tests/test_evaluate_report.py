@@ -206,6 +206,7 @@ def test_cw_margin_loss_and_attack():
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
 
 
+@pytest.mark.slow  # a real Optuna sweep of several training runs: `make test-all` runs it
 def test_optuna_sweep_minimises_the_objective(tmp_path):
     proc = run_cli("batlit.train", "-m", *TINY, "hparams_search=bat_optuna", "data.val_size=40",
                    "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",

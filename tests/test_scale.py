@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT, TINY, run_cli
 
 
+@pytest.mark.slow  # two DDP processes plus a one-process run: `make test-all` runs it
 def test_ddp_two_cpu_processes_match_one_process_and_share_frl_state(tmp_path, hot_start):
     run_dir, dumps = tmp_path / "ddp", tmp_path / "dumps"
     # the rank-1 process Lightning launches imports the test callback too
@@ -48,6 +49,7 @@ def test_ddp_two_cpu_processes_match_one_process_and_share_frl_state(tmp_path, h
     assert torch.equal(ckpt["state_dict"]["lambda_bndy"], rank0["lambda_bndy"])
 
 
+@pytest.mark.slow  # two submitit jobs, each a fresh interpreter: `make test-all` runs it
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
     proc = run_cli("batlit.train", "-m", *TINY, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
                    "method=standard", "seed=0,1", f"hydra.sweep.dir={tmp_path}", timeout=400)
