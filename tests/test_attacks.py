@@ -84,3 +84,16 @@ def test_per_sample_eps_bounds_each_sample():
     x_adv = pgd(model, x, y, eps=eps, step_size=0.01, steps=8)
     per_sample = (x_adv - x).abs().flatten(1).max(1).values
     assert torch.all(per_sample <= eps + 1e-6) and per_sample[0] == 0 and per_sample[-1] > 0.05
+
+
+@pytest.mark.parametrize("attack", ["pgd", "boundary_pgd"])
+def test_unknown_loss_is_one_line_before_any_forward_pass(attack):
+    from batlit.attacks import boundary_pgd
+
+    model, (x, y) = _model(), _batch(4)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    run = pgd if attack == "pgd" else boundary_pgd
+    with pytest.raises(ValueError, match=r"attack.loss must be one of ce, kl, cw; got 'hinge'"):
+        run(model, x, y, eps=8 / 255, step_size=2 / 255, steps=3, loss="hinge")
+    assert calls == []
