@@ -17,6 +17,13 @@ stamp_protocol() {
 # has METHOD: whether METHOD is in $METHODS
 has() { [[ " $METHODS " == *" $1 "* ]]; }
 
+# has_runs DIR...: whether any of $OUT/DIR holds a finished seed
+has_runs() {
+  local name
+  for name in "$@"; do ls "$OUT/$name"/seed*/metrics.json >/dev/null 2>&1 && return 0; done
+  return 1
+}
+
 # choose_frl DIR...: of FRL's runs (one folder per tau, seeds below), the folder with the lower mean
 # worst-class robust error on the validation split, then the lower mean average robust error; a
 # tie on both goes to the first listed (the smaller tau, the smaller change to PGD-AT). Written to
@@ -91,24 +98,25 @@ analyze_pair() {
 final_reports() {
   local method dirs=() t4=() baseline=()
   for method in standard pgd_at trades1 trades6 fat gairat bat; do
-    ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && dirs+=("$OUT/$method")
+    has_runs "$method" && dirs+=("$OUT/$method")
   done
   [ -n "${1:-}" ] && dirs+=("$1")
   [ -d "$OUT/pgd_at" ] && baseline=(--baseline "$OUT/pgd_at")
   [ ${#dirs[@]} -gt 0 ] && "$PY" -m batlit.report "${dirs[@]}" ${baseline[@]+"${baseline[@]}"} --out "$OUT/report"
   for method in pgd_at table4_wo_poor table4_wo_good; do
-    ls "$OUT/$method"/seed*/metrics.json >/dev/null 2>&1 && t4+=("$OUT/$method")
+    has_runs "$method" && t4+=("$OUT/$method")
   done
   if [ ${#t4[@]} -gt 1 ]; then
     "$PY" -m batlit.report "${t4[@]}" --out "$OUT/report_table4" --no-figures
   fi
 }
 
-# finish_study N_SAMPLES FRL_DIR...: after training, FRL's tau on validation (when frl is in
-# $METHODS), AutoAttack, the analysis with the gallery (N_SAMPLES test images) and the reports
+# finish_study N_SAMPLES FRL_DIR...: after training, FRL's tau on validation (whenever FRL runs are
+# in $OUT, so a rerun with METHODS="gairat" still reports FRL), AutoAttack, the analysis with the
+# gallery (N_SAMPLES test images) and the reports
 finish_study() {
   local samples=$1 frl_dir=""; shift
-  if has frl; then
+  if has_runs "$@"; then
     frl_dir=$(choose_frl "$@")
     echo "FRL: chose $frl_dir on the validation split ($OUT/frl_choice.json)"
   fi

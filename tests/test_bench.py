@@ -118,6 +118,28 @@ def test_frl_tau_is_chosen_on_validation_worst_then_average_robust_error(tmp_pat
     assert tie["chosen"] == "d" and tie["tied"] == ["d", "b"]
 
 
+def test_a_rerun_of_other_methods_keeps_frl_in_the_report(tmp_path):
+    """finish_study chooses FRL's tau from the runs in OUT, not from METHODS: resuming with
+    METHODS="gairat" must not drop FRL's row from the final report."""
+    import sys
+
+    script = ('source scripts/study_common.sh; autoattack_final() { :; }; analyze_pair() { :; }; '
+              'final_reports() { echo "report frl=[$1]"; }; finish_study 20 frl_a frl_b')
+
+    def finish():
+        proc = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PY": sys.executable, "OUT": str(tmp_path), "METHODS": "gairat"})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()[-1]
+
+    assert finish() == "report frl=[]"  # no FRL runs: the report has no FRL row, and nothing fails
+    for name, worst in (("frl_a", 0.75), ("frl_b", 0.5)):
+        (tmp_path / name / "seed0").mkdir(parents=True)
+        (tmp_path / name / "seed0" / "metrics.json").write_text(
+            json.dumps({"val": {"rob_worst": worst, "rob_avg": 0.5}}))
+    assert finish() == f"report frl=[{tmp_path / 'frl_b'}]"
+
+
 @pytest.mark.slow
 def test_gpu_study_script_dry_run(tmp_path, shared_cifar10_jpeg):
     """scripts/study_cifar10_gpu.sh with the paper configs, rescaled to 2 epochs on a few hundred images."""
