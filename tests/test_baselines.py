@@ -1,4 +1,5 @@
-"""FAT and GAIRAT: their distinctive computations on fixed inputs, and short runs through the CLI."""
+"""FAT and GAIRAT: their distinctive computations on fixed inputs, and short runs through the CLI;
+the training attack's own ε for every method."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from batlit.methods import FAT, FATTRADES, GAIRAT
+from batlit.methods import BAT, FAT, FATTRADES, GAIRAT, PGDAT, TRADES
 from batlit.methods.fat import tau_at
 from batlit.methods.gairat import gair_weights
 from conftest import TINY, run_cli, train
@@ -111,3 +112,41 @@ def test_gairat_trains_through_the_cli_with_weights(tmp_path):
     record = train(tmp_path, "method=gairat", "method.begin_epoch=1", "epochs=2")
     assert record["method"] == "gairat"
     assert "train/weight_max" in (tmp_path / "csv" / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize("cls", [PGDAT, TRADES, BAT, FAT, GAIRAT])
+def test_training_attack_uses_attack_train_eps_and_evaluation_attack_eps(cls):
+    """linf_trades trains at ε = 0.031 and tests at 8/255: attack.train.eps bounds only the training
+    attack, attack.eps the validation and test attacks (and the training one when train.eps is unset)."""
+    x, y = torch.rand(16, 3, 4, 4) * 0.5 + 0.25, torch.randint(0, 4, (16,))  # away from [0, 1]'s edges
+
+    def largest_step(examples):
+        if isinstance(examples, dict):
+            examples = [v for k, v in examples.items() if k != "x"]
+        tensors = [t for t in (examples if isinstance(examples, (tuple, list)) else [examples]) if t.is_floating_point()]
+        return max(float((t - x).abs().max()) for t in tensors)
+
+    train_eps = {**ATTACK, "train": {**ATTACK["train"], "eps": 0.01, "step_size": 0.005}}
+    method = cls(_model(), attack=train_eps, optimizer=OPT)
+    assert 0.005 <= largest_step(method.perturb(x, y)) <= 0.01 + 1e-6
+    assert 0.01 + 1e-3 < float((method.evaluation_attack(x, y, "test") - x).abs().max()) <= 8 / 255 + 1e-6
+    unset = cls(_model(), attack={**ATTACK, "train": {**ATTACK["train"], "eps": None}}, optimizer=OPT)
+    assert unset.train_attack["eps"] == 8 / 255
+
+
+@pytest.mark.parametrize("function", ["tanh", "sigmoid"])
+def test_gairat_needs_two_attack_steps_for_its_weights(function):
+    """The weights divide by K // 2 (GAIR.py): K = 1 would give NaN weights at the burn-in epoch,
+    so it is refused when the method is built, not 60 epochs in."""
+    one_step = {**ATTACK, "train": {"steps": 1, "step_size": 8 / 255}}
+    with pytest.raises(ValueError, match="attack.train.steps"):
+        GAIRAT(_model(), attack=one_step, optimizer=OPT, weight_function=function)
+    GAIRAT(_model(), attack=one_step, optimizer=OPT, weight_function="discrete")  # no division by K // 2
+
+
+def test_evaluation_attack_under_inference_mode_is_one_clear_error():
+    """A plain ``L.Trainer()`` validates in inference mode, where no input gradient exists."""
+    method = PGDAT(_model(), attack=ATTACK, optimizer=OPT)
+    x, y = torch.rand(4, 3, 4, 4), torch.randint(0, 4, (4,))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode=False"):
+        method.evaluation_attack(x, y, "val")

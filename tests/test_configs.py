@@ -53,6 +53,8 @@ def test_experiments_only_override_and_chain():
     cfg = _compose("experiment=bat_cifar100")
     assert cfg.data._target_.endswith("CIFAR100DataModule") and cfg.method._target_.endswith("BAT")
     assert cfg.model.num_classes == 100 and cfg.attack.train.step_size == 0.007
+    # the authors' training attack (ε = 0.031), tested at the paper's 8/255 like every other method
+    assert cfg.attack.train.eps == 0.031 and cfg.attack.eps == _compose("method=pgd_at").attack.eps == 8 / 255
     row6 = _compose("experiment=bat_ablation_row6")
     assert row6.method.source == "fixed" and list(row6.method.target) == ["last_clean", "first_adv"]
     quick = _compose("experiment=quickstart")

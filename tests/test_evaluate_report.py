@@ -96,7 +96,8 @@ def test_evaluate_bad_input_is_one_line(tmp_path, sweep):
     ckpt = sweep / "0" / "checkpoints" / "last.ckpt"
     for args, needle in (([f"ckpt={tmp_path / 'nope.ckpt'}"], "ckpt: no checkpoint file"),
                          ([f"ckpt={ckpt}", "attack.steps=0"], "attack.steps must be an integer >= 1"),
-                         ([f"ckpt={ckpt}", "n_samples=-3"], "n_samples must be")):
+                         ([f"ckpt={ckpt}", "n_samples=-3"], "n_samples must be"),
+                         ([f"ckpt={ckpt}", "eps=0"], "eps must be > 0 or null")):
         proc = run_cli("batlit.evaluate", *args)
         assert proc.returncode == 2, proc.stderr
         assert needle in proc.stderr and "Traceback" not in proc.stderr

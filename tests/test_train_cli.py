@@ -64,6 +64,10 @@ def test_quickstart_prints_the_table_and_the_output_dir(tmp_path, epochs):
 
 @pytest.mark.parametrize("override,key", [
     ("attack.eps=-0.1", "attack.eps"),
+    ("attack.train.eps=-0.1", "attack.train.eps"),
+    ("optimizer.name=rmsprop", "optimizer.name"),
+    ("scheduler=multistep scheduler.factors=[0.1]", "scheduler.factors"),
+    ("trainer.inference_mode=true", "trainer.inference_mode"),
     ("attack.train.step_size=0", "attack.train.step_size"),
     ("attack.train.steps=0", "attack.train.steps"),
     ("data.batch_size=0", "data.batch_size"),
@@ -72,7 +76,7 @@ def test_quickstart_prints_the_table_and_the_output_dir(tmp_path, epochs):
     ("model.num_classes=7", "model.num_classes"),
 ])
 def test_bad_input_stops_before_training_with_one_line(tmp_path, override, key):
-    proc = run_cli("batlit.train", *TINY, override, f"hydra.run.dir={tmp_path}")
+    proc = run_cli("batlit.train", *TINY, *override.split(), f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
     assert key in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -89,7 +89,7 @@ def _build(name: str, model, cfg: DictConfig):
     method = cls(model, attack=attack, optimizer=optimizer, scheduler={"name": "constant"}, **VARIANTS.get(name, {}))
     if name == "reference_bat":
         def perturb(x, y, m=method):
-            kw = dict(eps=m.eps, step_size=m.train_attack["step_size"], steps=m.train_attack["steps"],
+            kw = dict(eps=m.train_attack["eps"], step_size=m.train_attack["step_size"], steps=m.train_attack["steps"],
                       init_std=m.init_std, tau=m.tau)
             was = model.training
             model.eval()

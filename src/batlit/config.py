@@ -16,6 +16,10 @@ T = TypeVar("T")
 from omegaconf import DictConfig, OmegaConf
 
 
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULERS = ("constant", "multistep", "cosine", "onecycle")
+
+
 class UserError(Exception):
     """A mistake or missing resource the user can fix; entry points print it as one line."""
 
@@ -171,6 +175,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, "epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     _check(cfg, "seed", _is_int, "an integer")
     _check(cfg, "attack.eps", lambda v: v >= 0, ">= 0")
+    _check(cfg, "attack.train.eps", lambda v: v >= 0, ">= 0, or null for attack.eps")
     for phase in ("train", "val", "test"):
         _check(cfg, f"attack.{phase}.step_size", lambda v: v > 0, "> 0")
         _check(cfg, f"attack.{phase}.steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
@@ -185,6 +190,18 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, "optimizer.lr", lambda v: v > 0, "> 0")
     _check(cfg, "optimizer.weight_decay", lambda v: v >= 0, ">= 0")
     _check(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    _check(cfg, "optimizer.name", lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS))
+    _check(cfg, "scheduler.name", lambda v: v in SCHEDULERS, "one of " + ", ".join(SCHEDULERS))
+    if _get(cfg, "scheduler.name") == "multistep":
+        milestones = _get(cfg, "scheduler.milestones")
+        if not (OmegaConf.is_list(milestones) and all(_is_int(m) and m >= 1 for m in milestones)):
+            raise ConfigError(f"scheduler.milestones must be a list of epochs >= 1, got {milestones!r}")
+        factors = _get(cfg, "scheduler.factors")
+        if factors is not None and not (OmegaConf.is_list(factors) and len(factors) == len(milestones)):
+            raise ConfigError(f"scheduler.factors must have one value per milestone ({len(milestones)}), "
+                              f"got {factors!r}")
+    # Lightning's default inference mode cannot be left for the evaluation attacks' input gradients
+    _check(cfg, "trainer.inference_mode", lambda v: v is False, "false (evaluation attacks need input gradients)")
     for key in ("method.beta", "method.alpha", "method.bound", "method.rate1", "method.rate2"):
         _check(cfg, key, lambda v: v >= 0, ">= 0")
     _check(cfg, "method.tau", lambda v: _is_int(v) and v >= 0, "an integer >= 0")

@@ -57,8 +57,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"n_samples must be an integer >= 1 or null, got {cfg.n_samples!r}")
     if not _is_int(cfg.batch_size) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {cfg.batch_size!r}")
-    if cfg.eps is not None and not (isinstance(cfg.eps, (int, float)) and cfg.eps >= 0):
-        raise ConfigError(f"eps must be >= 0 or null, got {cfg.eps!r}")
+    if cfg.eps is not None and not (isinstance(cfg.eps, (int, float)) and cfg.eps > 0):
+        raise ConfigError(f"eps must be > 0 or null (attack=clean gives the clean errors), got {cfg.eps!r}")
     if spec.kind == "pgd":
         if spec.loss not in PGD_LOSSES:
             raise ConfigError(f"attack.loss must be one of {', '.join(PGD_LOSSES)}, got {spec.loss!r}")
@@ -181,6 +181,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     trained = load_run(cfg.ckpt)
     eps = float(cfg.eps if cfg.eps is not None else trained.config.attack.eps)
+    if eps <= 0 and spec.kind != "none":  # a run trained with attack.eps=0 and no eps= given
+        raise ConfigError(f"eps: the run at '{cfg.ckpt}' has attack.eps={eps}; give eps=<value> > 0 or attack=clean")
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
     dm = datamodule_for(trained.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ..attacks import pgd
+from ..config import OPTIMIZERS, SCHEDULERS
 from ..metrics import ClassWiseRobustness
 
 SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
@@ -70,9 +71,10 @@ class AdversarialMethod(L.LightningModule):
         self.model = model
         self.num_classes = int(model.num_classes)
         self.class_names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
-        self.eps = float(attack["eps"])
-        self.train_attack = {"eps": self.eps, "steps": int(attack["train"]["steps"]),
-                             "step_size": float(attack["train"]["step_size"])}
+        self.eps = float(attack["eps"])  # the threat model: validation and test attacks
+        train_eps = attack["train"].get("eps")  # the training attack's, when it differs (linf_trades)
+        self.train_attack = {"eps": self.eps if train_eps is None else float(train_eps),
+                             "steps": int(attack["train"]["steps"]), "step_size": float(attack["train"]["step_size"])}
         self.val_metric = ClassWiseRobustness(self.num_classes)
         self.test_metric = ClassWiseRobustness(self.num_classes)
         # rows: true class, columns: prediction under the evaluation attack (target-class fairness)
@@ -106,6 +108,9 @@ class AdversarialMethod(L.LightningModule):
     # ---- evaluation --------------------------------------------------------------------------
     def evaluation_attack(self, x: Tensor, y: Tensor, phase: str) -> Tensor:
         """PGD on cross-entropy with a uniform start (DESIGN.md §3; PGD-20 at test)."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("the evaluation attack needs input gradients: build the Trainer with "
+                               "inference_mode=False (trainer.inference_mode=false)")
         spec = self.hparams.attack[phase]
         return pgd(self.model, x, y, eps=self.eps, step_size=float(spec["step_size"]),
                    steps=int(spec["steps"]), loss=spec.get("loss", "ce"), init=spec.get("init", "uniform"))
@@ -160,7 +165,7 @@ class AdversarialMethod(L.LightningModule):
         elif name == "adam":
             optimizer = torch.optim.Adam(params, lr=opt_cfg["lr"], weight_decay=opt_cfg.get("weight_decay", 0.0))
         else:
-            raise ValueError(f"optimizer.name must be sgd or adam, got {name!r}")
+            raise ValueError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
         sched_cfg = dict(self.hparams.scheduler or {"name": "constant"})
         kind = sched_cfg.get("name", "constant")
         if kind == "constant":
@@ -178,7 +183,7 @@ class AdversarialMethod(L.LightningModule):
                 pct_start=sched_cfg.get("pct_start", 0.25))
             interval = "step"
         else:
-            raise ValueError(f"scheduler.name must be constant, multistep, cosine or onecycle, got {kind!r}")
+            raise ValueError(f"scheduler.name must be one of {', '.join(SCHEDULERS)}, got {kind!r}")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval}}
 
     # ---- checkpoints -------------------------------------------------------------------------

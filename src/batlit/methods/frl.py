@@ -146,8 +146,8 @@ class FRL(AdversarialMethod):
         if not self.remargin:
             return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, **self.train_attack)
         margins = class_margins(self.lambda_eps, self.margin_max)
-        eps = self.eps * margins[y]
-        return pgd(self.model, x, y, eps=eps, step_size=self.eps * float(margins.max()) / 4,
+        eps = self.train_attack["eps"] * margins[y]
+        return pgd(self.model, x, y, eps=eps, step_size=self.train_attack["eps"] * float(margins.max()) / 4,
                    steps=self.train_attack["steps"], loss="kl", init="normal", init_std=self.init_std)
 
     def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:

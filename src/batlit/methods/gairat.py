@@ -60,6 +60,9 @@ class GAIRAT(PGDAT):
                              f"got {weight_function!r}")
         if int(begin_epoch) != begin_epoch or begin_epoch < 1:
             raise ValueError(f"method.begin_epoch must be an integer >= 1, got {begin_epoch}")
+        if weight_function != "discrete" and self.train_attack["steps"] < 2:
+            raise ValueError(f"attack.train.steps must be >= 2 for GAIRAT's {weight_function} weights "
+                             f"(they divide by steps // 2), got {self.train_attack['steps']}")
         self.lam, self.lam_schedule, self.lam_max = float(lam), lam_schedule, float(lam_max)
         self.begin_epoch, self.weight_function = int(begin_epoch), weight_function
 
