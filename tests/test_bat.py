@@ -94,6 +94,33 @@ def test_ablation_source_and_target_choose_their_terms():
         BAT(model, attack=ATTACK, optimizer=OPT, target=["x"])
     with pytest.raises(ValueError, match="method.uniform_kl"):
         BAT(model, attack=ATTACK, optimizer=OPT, uniform_kl="sideways")
+    assert BAT(model, attack=ATTACK, optimizer=OPT, target="last_clean").target == ("last_clean",)
+    with pytest.raises(ValueError, match="method.target"):
+        BAT(model, attack=ATTACK, optimizer=OPT, target="x")
+
+
+@pytest.mark.parametrize("attack_loss", ["kl", "ce"])
+def test_attack_loss_chooses_what_the_boundary_trajectory_ascends(attack_loss):
+    """DESIGN.md §5.1: the trajectory ascends KL(f(x) ‖ f(x_k)) (default) or CE(f(x_k), y)."""
+    from batlit.attacks import boundary_pgd
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
+    model.num_classes = 4
+    x, y = torch.rand(8, 3, 4, 4), torch.randint(0, 4, (8,))
+    bat = BAT(model, attack={**ATTACK, "train": {"steps": 6, "step_size": 0.02}}, optimizer=OPT,
+              attack_loss=attack_loss)
+    torch.manual_seed(1)
+    ex = bat.perturb(x, y)
+    expected = {}
+    for loss in ("kl", "ce"):
+        torch.manual_seed(1)
+        expected[loss] = boundary_pgd(model, x, y, eps=8 / 255, step_size=0.02, steps=6, tau=1, loss=loss)
+    other = "ce" if attack_loss == "kl" else "kl"
+    torch.testing.assert_close(ex["first_adv"], expected[attack_loss].first_adv)
+    assert not torch.equal(expected[attack_loss].first_adv, expected[other].first_adv)
+    with pytest.raises(ValueError, match="method.attack_loss"):
+        BAT(model, attack=ATTACK, optimizer=OPT, attack_loss="mse")
 
 
 def test_target_distribution_and_distance_to_uniform():

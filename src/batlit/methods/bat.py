@@ -24,6 +24,7 @@ from .losses import kl_from_logits, kl_from_uniform, kl_to_uniform
 UNIFORM_KL = {"model_to_uniform": kl_to_uniform, "uniform_to_model": kl_from_uniform}
 SOURCES = ("boundary", "fixed")
 TARGETS = ("last_clean", "first_adv", "x_adv")
+ATTACK_LOSSES = ("kl", "ce")
 
 
 class BAT(AdversarialMethod):
@@ -33,6 +34,8 @@ class BAT(AdversarialMethod):
         alpha, beta: weights of the target-class and the KL term (authors: 1 and 6).
         tau: ``first_adv`` is the iterate at the (τ+1)-th misclassified evaluation (authors: 1).
         init_std: ξ of the attack's Gaussian start (authors: 0.001).
+        attack_loss: the boundary trajectory ascends ``kl`` = KL(f(x) ‖ f(x_k)) (the authors' code)
+            or ``ce`` = CE(f(x_k), y) (DESIGN.md §5.1).
         uniform_kl: ``model_to_uniform`` = KL(f(·) ‖ U) (the authors' code, default) or
             ``uniform_to_model`` = KL(U ‖ f(·)) (the paper's Eq. 6).
         fused_forward: one train-mode forward over all example sets instead of one each (the
@@ -49,6 +52,7 @@ class BAT(AdversarialMethod):
         beta: float = 6.0,
         tau: int = 1,
         init_std: float = 0.001,
+        attack_loss: str = "kl",
         uniform_kl: str = "model_to_uniform",
         fused_forward: bool = False,
         source: str = "boundary",
@@ -60,12 +64,16 @@ class BAT(AdversarialMethod):
         super().__init__(*args, **kwargs)
         if uniform_kl not in UNIFORM_KL:
             raise ValueError(f"method.uniform_kl must be one of {', '.join(UNIFORM_KL)}, got {uniform_kl!r}")
+        if attack_loss not in ATTACK_LOSSES:
+            raise ValueError(f"method.attack_loss must be one of {', '.join(ATTACK_LOSSES)}, got {attack_loss!r}")
         if source not in SOURCES:
             raise ValueError(f"method.source must be one of {', '.join(SOURCES)}, got {source!r}")
+        target = [target] if isinstance(target, str) else list(target)  # method.target=last_clean
         bad = [t for t in target if t not in TARGETS]
         if bad:
             raise ValueError(f"method.target entries must be among {', '.join(TARGETS)}, got {bad}")
         self.alpha, self.beta, self.tau, self.init_std = float(alpha), float(beta), int(tau), float(init_std)
+        self.attack_loss = attack_loss
         self.uniform_kl, self.fused_forward = UNIFORM_KL[uniform_kl], bool(fused_forward)
         self.source, self.target = source, tuple(target)
         self.boundary_options = {"compact": bool(compact), "early_exit": bool(early_exit)}
@@ -74,7 +82,7 @@ class BAT(AdversarialMethod):
     def perturb(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         examples = {"x": x}
         if self.source == "boundary" or {"last_clean", "first_adv"} & set(self.target):
-            boundary = boundary_pgd(self.model, x, y, tau=self.tau, init_std=self.init_std, loss="kl",
+            boundary = boundary_pgd(self.model, x, y, tau=self.tau, init_std=self.init_std, loss=self.attack_loss,
                                     **self.boundary_options, **self.train_attack)
             self.steps_to_boundary.update(boundary.steps, y)
             examples.update(last_clean=boundary.last_clean, first_adv=boundary.first_adv)
