@@ -94,3 +94,23 @@ def test_frl_fine_tunes_a_pgd_at_checkpoint_through_the_cli(tmp_path, hot_start)
     proc = run_cli("batlit.train", *TINY, "method=frl_rw", f"method.init_ckpt={ckpt}",
                    f"hydra.run.dir={tmp_path / 'noval'}")
     assert proc.returncode == 2 and "data.val_size" in proc.stderr, proc.stderr[-1500:]
+
+
+def test_overall_validation_errors_weigh_classes_by_their_counts(monkeypatch):
+    """The overall std/bndy errors FRL's gaps are measured against are over the split's samples: a
+    class absent from the split weighs nothing (it counted as one sample before)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch import LightningModule
+
+    method = FRL(_model(), attack=ATTACK, optimizer=OPT)
+    x, y = torch.rand(6, 3, 4, 4), torch.tensor([0, 0, 0, 1, 1, 2])  # class 3 absent
+    loader = [(x[:3], y[:3]), (x[3:], y[3:])]
+    monkeypatch.setattr(LightningModule, "trainer", property(
+        lambda self: SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=lambda: loader))))
+    std, bndy, std_total, bndy_total = method.validation_errors()
+    wrong = (method.model(x).argmax(1) != y).float()
+    assert std_total == pytest.approx(float(wrong.mean()))
+    counts = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    assert bndy_total == pytest.approx(float((bndy * counts).sum() / 6))
+    assert std[3] == 0 and bndy[3] == 0
