@@ -16,6 +16,7 @@ T = TypeVar("T")
 from omegaconf import DictConfig, OmegaConf
 
 
+ATTACK_LOSSES = ("ce", "kl", "cw")  # batlit.attacks.pgd's losses, here so that validate() needs no torch
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("constant", "multistep", "cosine", "onecycle")
 
@@ -180,7 +181,7 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg, f"attack.{phase}.step_size", lambda v: v > 0, "> 0")
         _check(cfg, f"attack.{phase}.steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     for phase in ("val", "test"):
-        _check(cfg, f"attack.{phase}.loss", lambda v: v in ("ce", "kl", "cw"), "one of ce, kl, cw")
+        _check(cfg, f"attack.{phase}.loss", lambda v: v in ATTACK_LOSSES, "one of " + ", ".join(ATTACK_LOSSES))
         _check(cfg, f"attack.{phase}.init", lambda v: v in ("uniform", "normal", "none"),
                "one of uniform, normal, none")
     _check(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1")

@@ -25,13 +25,12 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, exit_on_user_error, register_resolvers, resolve_device
+from .config import ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, resolve_device
 
 register_resolvers()
 
 KINDS = ("pgd", "autoattack", "none")
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
-PGD_LOSSES = ("ce", "cw", "kl")
 
 Attack = Callable[[Any, Any], Any]  # (images, labels) -> adversarial images
 
@@ -60,8 +59,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.eps is not None and not (isinstance(cfg.eps, (int, float)) and cfg.eps > 0):
         raise ConfigError(f"eps must be > 0 or null (attack=clean gives the clean errors), got {cfg.eps!r}")
     if spec.kind == "pgd":
-        if spec.loss not in PGD_LOSSES:
-            raise ConfigError(f"attack.loss must be one of {', '.join(PGD_LOSSES)}, got {spec.loss!r}")
+        if spec.loss not in ATTACK_LOSSES:
+            raise ConfigError(f"attack.loss must be one of {', '.join(ATTACK_LOSSES)}, got {spec.loss!r}")
         if not _is_int(spec.steps) or spec.steps < 1:
             raise ConfigError(f"attack.steps must be an integer >= 1, got {spec.steps!r}")
         if spec.step_size is not None and not spec.step_size > 0:

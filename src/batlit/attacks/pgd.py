@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ATTACK_LOSSES as LOSSES
 from ._common import check_threat_model, eval_mode, input_gradient, project, random_start
 
-LOSSES = ("ce", "kl", "cw")
 CW_CONFIDENCE = 50.0  # κ of the CW loss in the FAT/GAIRAT evaluation code
 
 
