@@ -57,6 +57,21 @@ def test_bad_bat_option_names_the_key(tmp_path):
     assert proc.returncode == 2 and "method.uniform_kl" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("option,key", [("method.source=sideways", "method.source"),
+                                        ("+method.alpah=2", "alpah")])
+def test_bad_method_option_is_reported_before_any_data_is_read(tmp_path, option, key):
+    """The method's own checks run before the data module reads a file: here the folder holds no
+    image at all, and the error is still the method option's."""
+    for split in ("train", "test"):
+        (tmp_path / "ds" / split / "dog").mkdir(parents=True)
+        (tmp_path / "ds" / split / "dog" / "notes.txt").write_text("not an image")
+    args = [a for a in TINY if not a.startswith("data=")]
+    proc = run_cli("batlit.train", *args, "data=image_folder", f"data.root={tmp_path / 'ds'}", "method=bat", option,
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and key in proc.stderr and "notes.txt" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def analysed(bat_run, hot_start):
     """``batlit.analyze`` of the BAT run, with the Figure 5 gallery against the PGD-AT run."""

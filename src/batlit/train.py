@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_path(cfg, run_dir)
     if ckpt_path is not None:
         check_resumable(ckpt_path, cfg)  # before data and model: a wrong checkpoint costs a second
+    check_method_options(cfg)  # before data: a bad method option costs a second, not a dataset load
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = _instantiate(cfg.data, "data")
@@ -93,14 +94,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = _instantiate(cfg.model, "model")
     if cfg.get("compile"):
         model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
-    method = _instantiate(
-        cfg.method, "method", _recursive_=False, _convert_="all", model=model,
-        attack=OmegaConf.to_container(cfg.attack, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        class_names=list(datamodule.class_names),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
-    )
+    method = build_method(cfg, model, class_names=list(datamodule.class_names),
+                          run_config=OmegaConf.to_container(cfg, resolve=True))
     if method.needs_val_split and not datamodule.val_dataloader():
         raise ConfigError(f"data.val_size: method {picked_name(cfg)} needs a validation split; set data.val_size > 0")
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
@@ -124,6 +119,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero and "rob_avg" in record:
         print_summary(record, run_dir, loggers)
     return record
+
+
+def build_method(cfg: DictConfig, model: Any, **kwargs: Any) -> Any:
+    """The LightningModule of ``cfg.method`` around ``model``; a bad option is one ConfigError line."""
+    return _instantiate(cfg.method, "method", _recursive_=False, _convert_="all", model=model,
+                        attack=OmegaConf.to_container(cfg.attack, resolve=True),
+                        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+                        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True), **kwargs)
+
+
+def check_method_options(cfg: DictConfig) -> None:
+    """Build the method once around a stand-in model, before any data is read: every option check
+    in the method's constructor (unknown keys, values out of range) then runs in a second. FRL's
+    ``init_ckpt`` is left out here (validate() checked that the file exists); it is read when the
+    real method is built."""
+    from torch import nn
+
+    stand_in = nn.Linear(1, 2)
+    stand_in.num_classes = int(cfg.data.get("num_classes") or 2)
+    without_ckpt = {"init_ckpt": None} if "init_ckpt" in cfg.method else {}
+    build_method(cfg, stand_in, **without_ckpt)
 
 
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
