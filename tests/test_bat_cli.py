@@ -101,6 +101,9 @@ def test_analyze_writes_json_and_figures(analysed):
 def test_analyze_missing_checkpoint_is_one_line(tmp_path):
     proc = run_cli("batlit.analyze", f"ckpt={tmp_path / 'none.ckpt'}")
     assert proc.returncode == 2 and "none.ckpt" in proc.stderr and "Traceback" not in proc.stderr
+    forgotten = run_cli("batlit.analyze", "n_samples=10")  # no ckpt= at all: Hydra alone would print a traceback
+    assert forgotten.returncode == 2 and forgotten.stderr.strip() == (
+        "batlit: config error: ckpt is required, e.g. ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt")
 
 
 def test_analyze_gallery_against_a_baseline(analysed, bat_run):

@@ -20,7 +20,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, exit_on_user_error, register_resolvers, resolve_device
+from .config import ConfigError, exit_on_user_error, register_resolvers, require_on_command_line, resolve_device
 
 register_resolvers()
 
@@ -280,8 +280,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     exit_on_user_error(run, cfg)
+
+
+def main() -> None:
+    require_on_command_line("ckpt", "ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -54,6 +54,19 @@ def exit_on_user_error(run: Callable[..., T], *args: Any) -> T:
         sys.exit(err.exit_code)
 
 
+def require_on_command_line(key: str, example: str) -> None:
+    """One line when a mandatory key is not given. Hydra reports a missing ``???`` value that the
+    output folder interpolates (``ckpt``) as a long traceback, before any batlit code runs."""
+    args = sys.argv[1:]
+    own_config = ("-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--config-name", "-cn",
+                  "--config-dir", "-cd", "--shell-completion", "-sc")
+    if any(a.split("=", 1)[0] in own_config for a in args):
+        return  # help, printing the config, or a config of the user's own that may set the key
+    if not any(a.split("=", 1)[0].lstrip("+~") == key for a in args):
+        print(f"batlit: config error: {key} is required, e.g. {example}", file=sys.stderr)
+        sys.exit(2)
+
+
 def resolve_device(name: str):
     """``auto``: the GPU when there is one, else the CPU; anything else as torch spells it."""
     import torch
@@ -61,9 +74,12 @@ def resolve_device(name: str):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise ConfigError(f"device: {name!r} is not a device ({err})") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r}, but no CUDA GPU is available here (device=auto uses one when there is)")
+    return device
 
 
 def project_root() -> str:

@@ -25,7 +25,8 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, resolve_device
+from .config import (ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, require_on_command_line,
+                     resolve_device)
 
 register_resolvers()
 
@@ -49,6 +50,7 @@ def check_config(cfg: DictConfig) -> None:
     """Every check that needs no model or data, each a one-line :class:`ConfigError`."""
     if not Path(str(cfg.ckpt)).is_file():
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
+    resolve_device(cfg.device)  # device=cuda on a machine without one: one line, before the checkpoint loads
     spec = cfg.attack
     if spec.get("kind") not in KINDS:
         raise ConfigError(f"attack.kind must be one of {', '.join(KINDS)}, got {spec.get('kind')!r}")
@@ -217,8 +219,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="conf/evaluate", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     exit_on_user_error(run, cfg)
+
+
+def main() -> None:
+    require_on_command_line("ckpt", "ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt attack=pgd20")
+    _hydra_main()
 
 
 if __name__ == "__main__":
