@@ -97,7 +97,9 @@ def test_evaluate_bad_input_is_one_line(tmp_path, sweep):
     for args, needle in (([f"ckpt={tmp_path / 'nope.ckpt'}"], "ckpt: no checkpoint file"),
                          ([f"ckpt={ckpt}", "attack.steps=0"], "attack.steps must be an integer >= 1"),
                          ([f"ckpt={ckpt}", "n_samples=-3"], "n_samples must be"),
-                         ([f"ckpt={ckpt}", "eps=0"], "eps must be > 0 or null")):
+                         ([f"ckpt={ckpt}", "eps=0"], "eps must be > 0 or null"),
+                         (["attack=cw"], "ckpt is required"),
+                         *([] if torch.cuda.is_available() else [([f"ckpt={ckpt}", "device=cuda"], "no CUDA GPU")])):
         proc = run_cli("batlit.evaluate", *args)
         assert proc.returncode == 2, proc.stderr
         assert needle in proc.stderr and "Traceback" not in proc.stderr
@@ -178,6 +180,10 @@ def test_report_bad_input_is_one_line(tmp_path, capsys):
     assert report_mod.main([str(tmp_path)]) == 2
     assert "no metrics.json under" in capsys.readouterr().err
 
+def test_report_names_a_bad_baseline_as_such(sweep, tmp_path, capsys):
+    assert report_mod.main([str(sweep), "--baseline", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert f"--baseline: '{tmp_path / 'nope'}' does not exist" in capsys.readouterr().err
+
 
 def test_rho_is_dafa_on_accuracies():
     # accuracies: avg 0.5 -> 0.45 (−10%), worst 0.2 -> 0.3 (+50%): ρ = 0.5 − 0.1
@@ -229,4 +235,13 @@ def test_optuna_sweep_without_a_validation_split_fails_first(tmp_path):
                    f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode != 0
     assert "objective.split=val needs a validation split" in proc.stderr
+    assert not (tmp_path / "0" / "checkpoints").exists()
+
+
+def test_optuna_sweep_that_never_validates_fails_first(tmp_path):
+    """The quickstart validates every 5 epochs: with epochs=1 the objective would be None."""
+    proc = run_cli("batlit.train", "-m", "experiment=quickstart", "hparams_search=bat_optuna", "epochs=1",
+                   "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "ends before the first validation (trainer.check_val_every_n_epoch=5)" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "0" / "checkpoints").exists()

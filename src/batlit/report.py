@@ -95,16 +95,16 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def find_runs(paths: Sequence[Path]) -> list[Run]:
+def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
     import yaml
 
     runs, seen = [], set()
     for root in paths:
         if not root.exists():
-            raise ReportError(f"RUN_DIR: '{root}' does not exist")
+            raise ReportError(f"{what}: '{root}' does not exist")
         found = sorted(root.rglob("metrics.json")) if root.is_dir() else []
         if not found:
-            raise ReportError(f"RUN_DIR: no metrics.json under '{root}' (is it a batlit.train run or multirun folder?)")
+            raise ReportError(f"{what}: no metrics.json under '{root}' (is it a batlit.train run or multirun folder?)")
         for metrics_path in found:
             run_dir = metrics_path.parent.resolve()
             if run_dir in seen:
@@ -396,7 +396,7 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     groups = group_runs(runs)
     base_group = None
     if baseline is not None:
-        base_runs = find_runs([baseline])
+        base_runs = find_runs([baseline], what="--baseline")
         base_group = Group("baseline", base_runs)
     class_names = _class_names(groups)
     header, rows, records = table_rows(groups, base_group)

@@ -35,7 +35,10 @@ def _quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in (".*does not have many workers.*", ".*is smaller than the logging interval.*",
-                    ".*Total length of .* across ranks is zero.*", ".*treespec, LeafSpec.*"):
+                    ".*Total length of .* across ranks is zero.*", ".*treespec, LeafSpec.*",
+                    # on resume: keep_csv_history writes the earlier epochs back, last.ckpt is expected
+                    ".*Previous log files in this directory will be deleted.*",
+                    ".*Checkpoint directory .* exists and is not empty.*"):
         warnings.filterwarnings("ignore", message)
 
 
@@ -247,6 +250,10 @@ def check_objective(cfg: DictConfig) -> None:
     if "optuna" in sweeper.lower():
         if spec.split == "val" and not cfg.data.get("val_size"):
             raise ConfigError("objective.split=val needs a validation split: set data.val_size > 0")
+        every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=1) or 1
+        if spec.split == "val" and cfg.epochs < every:
+            raise ConfigError(f"objective.split=val: epochs={cfg.epochs} ends before the first validation "
+                              f"(trainer.check_val_every_n_epoch={every}); train longer or validate more often")
         if spec.split == "test" and not cfg.get("test", True):
             raise ConfigError("objective.split=test needs test=true")
 
