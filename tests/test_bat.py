@@ -1,4 +1,4 @@
-"""BAT's objective against a direct computation on fixed logits (DESIGN.md §5.2)."""
+"""BAT's objective against a direct computation on fixed logits (docs/design.md §5.2)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_ablation_source_and_target_choose_their_terms():
 
 @pytest.mark.parametrize("attack_loss", ["kl", "ce"])
 def test_attack_loss_chooses_what_the_boundary_trajectory_ascends(attack_loss):
-    """DESIGN.md §5.1: the trajectory ascends KL(f(x) ‖ f(x_k)) (default) or CE(f(x_k), y)."""
+    """docs/design.md §5.1: the trajectory ascends KL(f(x) ‖ f(x_k)) (default) or CE(f(x_k), y)."""
     from batlit.attacks import boundary_pgd
 
     torch.manual_seed(0)

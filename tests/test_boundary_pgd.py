@@ -1,4 +1,4 @@
-"""boundary_pgd on hand-checkable cases (DESIGN.md §5.1).
+"""boundary_pgd on hand-checkable cases (docs/design.md §5.1).
 
 The model is linear in one pixel: logits (0, w·(p − c)). With label 0, CE pushes p up by the step
 s each iteration from a deterministic start (init_std = 0), so x_k = p_0 + k·s and the first

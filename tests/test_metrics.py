@@ -1,4 +1,4 @@
-"""ClassWiseRobustness against hand-built predictions (DESIGN.md §4)."""
+"""ClassWiseRobustness against hand-built predictions (docs/design.md §4)."""
 
 import math
 

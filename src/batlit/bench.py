@@ -2,7 +2,7 @@
 
 For each method, one full training step (attack in eval mode, objective in train mode, backward,
 SGD step) on one fixed batch already on the device; warm-up steps excluded, the median of
-``repeats``. ``reference_bat`` is the BAT authors' algorithm as DESIGN.md §5.1 describes it — two
+``repeats``. ``reference_bat`` is the BAT authors' algorithm as docs/design.md §5.1 describes it — two
 independent early-stopping trajectories with per-sample Python loops and compaction — written
 here from that description to measure what one batched trajectory saves.
 """

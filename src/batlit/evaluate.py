@@ -2,7 +2,7 @@
 
 Attacks (config group ``attack`` in ``conf/evaluate/``):
 
-- ``pgd20``: PGD-20 on cross-entropy, step ε/4, uniform start (the paper's evaluation, DESIGN.md §3);
+- ``pgd20``: PGD-20 on cross-entropy, step ε/4, uniform start (the paper's evaluation, docs/design.md §3);
 - ``cw``: CW∞, PGD on the CW margin loss with κ = 50, 30 steps (the FAT/GAIRAT evaluation code);
 - ``autoattack``: AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square; Croce & Hein 2020),
   from torchattacks; ``apgd_ce`` runs its first component alone;
@@ -10,7 +10,7 @@ Attacks (config group ``attack`` in ``conf/evaluate/``):
 
 Only samples classified correctly so far are attacked by the next component (as AutoAttack does),
 so a sample counts as robust when it is right clean and under every component or restart — the
-robust error of DESIGN.md §4. Writes ``eval_<attack>.json`` and ``eval_<attack>.csv`` beside the
+robust error of docs/design.md §4. Writes ``eval_<attack>.json`` and ``eval_<attack>.csv`` beside the
 run's ``metrics.json``; ``batlit.report`` picks them up as extra columns.
 """
 

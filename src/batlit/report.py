@@ -6,7 +6,7 @@ config values that differ between them (the seed aside), and each group becomes 
 table like the paper's Table 1: average and worst-class standard, boundary and robust error in %,
 mean ± standard deviation over its seeds. ``eval_<attack>.json`` files written by
 ``batlit.evaluate`` beside a run add ``<attack>`` robust-error columns (AutoAttack, CW, ...).
-With ``--baseline``, ρ columns compare each row with the baseline's mean (DESIGN.md §4, DAFA):
+With ``--baseline``, ρ columns compare each row with the baseline's mean (docs/design.md §4, DAFA):
 ρ = (worst − worst_base)/worst_base − (avg_base − avg)/avg_base on accuracies; higher is better.
 
 Writes ``report.md`` (with per-class tables), ``report.csv``, ``per_class_errors.png`` (the

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run an attack with the model in eval mode (DESIGN.md §3), restoring every submodule's flag."""
+    """Run an attack with the model in eval mode (docs/design.md §3), restoring every submodule's flag."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

@@ -1,4 +1,4 @@
-"""Boundary examples from one early-stopping PGD trajectory (BAT, DESIGN.md §5.1).
+"""Boundary examples from one early-stopping PGD trajectory (BAT, docs/design.md §5.1).
 
 The BAT authors run two trajectories (``stop_to_lastclean``, ``stop_to_firstadv``), each with
 its own random start and a per-sample Python loop. Both outputs lie on one trajectory, so one

@@ -1,6 +1,6 @@
 """The Lightning plumbing every adversarial-training method shares, written once.
 
-A method subclass says only what is its own (DESIGN.md §2.1):
+A method subclass says only what is its own (docs/design.md §2.1):
 
 - ``perturb(x, y)``: which examples its attack makes (run with the model in eval mode);
 - ``objective(x, y, examples)``: its loss, as a dict of named terms with the total under ``"loss"``.
@@ -107,7 +107,7 @@ class AdversarialMethod(L.LightningModule):
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluation_attack(self, x: Tensor, y: Tensor, phase: str) -> Tensor:
-        """PGD on cross-entropy with a uniform start (DESIGN.md §3; PGD-20 at test)."""
+        """PGD on cross-entropy with a uniform start (docs/design.md §3; PGD-20 at test)."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError("the evaluation attack needs input gradients: build the Trainer with "
                                "inference_mode=False (trainer.inference_mode=false)")

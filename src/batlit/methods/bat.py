@@ -3,7 +3,7 @@
     L = CE(f(x_clean^Φ), y) + β·(1/m) Σ KL(f(x) ‖ f(x_adv^Φ))                   source-class loss
       + α·(1/m) Σ [KL(f(x_clean^Φ) ‖ U) + KL(f(x_adv^Φ) ‖ U)]                   target-class loss
 
-(paper Eq. 7 with the authors' code for each term, DESIGN.md §5.2). ``source`` and ``target``
+(paper Eq. 7 with the authors' code for each term, docs/design.md §5.2). ``source`` and ``target``
 give the paper's Table 2 ablations: ``source="fixed"`` trains on x and a 10-step PGD x_adv
 (TRADES, Eq. 8); ``target`` names the examples pulled towards the uniform distribution.
 """
@@ -35,7 +35,7 @@ class BAT(AdversarialMethod):
         tau: ``first_adv`` is the iterate at the (τ+1)-th misclassified evaluation (authors: 1).
         init_std: ξ of the attack's Gaussian start (authors: 0.001).
         attack_loss: the boundary trajectory ascends ``kl`` = KL(f(x) ‖ f(x_k)) (the authors' code)
-            or ``ce`` = CE(f(x_k), y) (DESIGN.md §5.1).
+            or ``ce`` = CE(f(x_k), y) (docs/design.md §5.1).
         uniform_kl: ``model_to_uniform`` = KL(f(·) ‖ U) (the authors' code, default) or
             ``uniform_to_model`` = KL(U ‖ f(·)) (the paper's Eq. 6).
         fused_forward: one train-mode forward over all example sets instead of one each (the

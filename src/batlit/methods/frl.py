@@ -49,7 +49,7 @@ class FRL(AdversarialMethod):
 
     Args:
         bound: the fairness bound τ on clean and boundary error gaps (paper: 0.05, 0.07).
-        beta: weight of the boundary (KL) term (DESIGN.md: 1.5).
+        beta: weight of the boundary (KL) term (docs/design.md §6: 1.5).
         rate1, rate2: step sizes of the multiplier updates; rate1 halves every ``halve_every`` epochs.
         lim: the multipliers' simplex bound (0.5).
         margin_max: upper clamp of the ε factor.

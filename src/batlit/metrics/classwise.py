@@ -13,7 +13,7 @@ def _labels(pred: Tensor) -> Tensor:
 
 
 class ClassWiseRobustness(Metric):
-    """Per class c, with clean predictions p, adversarial predictions a and labels y (DESIGN.md §4):
+    """Per class c, with clean predictions p, adversarial predictions a and labels y (docs/design.md §4):
 
     - standard error  std_c  = P(p ≠ y | y = c)
     - boundary error  bndy_c = P(p = y and a ≠ y | y = c)
