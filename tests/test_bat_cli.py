@@ -38,7 +38,7 @@ def test_bat_on_digits_with_paper_direction_and_fused_forward(tmp_path):
 
 
 @pytest.mark.parametrize("numbers", [
-    pytest.param([1, 6], id="first-and-last"),
+    pytest.param([1, 6], id="first-and-last", marks=pytest.mark.slow),  # test_bat.py checks the terms in-process
     pytest.param([1, 2, 3, 4, 5, 6], id="all-rows", marks=pytest.mark.slow),
 ])
 def test_table2_ablation_rows_each_train(tmp_path, numbers):
@@ -52,16 +52,10 @@ def test_table2_ablation_rows_each_train(tmp_path, numbers):
     assert "source: fixed" in config
 
 
-def test_bad_bat_option_names_the_key(tmp_path):
-    proc = run_cli("batlit.train", *TINY, "method=bat", "method.uniform_kl=sideways", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2 and "method.uniform_kl" in proc.stderr and "Traceback" not in proc.stderr
-
-
-@pytest.mark.parametrize("option,key", [("method.source=sideways", "method.source"),
-                                        ("+method.alpah=2", "alpah")])
-def test_bad_method_option_is_reported_before_any_data_is_read(tmp_path, option, key):
+def test_bad_method_option_is_reported_before_any_data_is_read(tmp_path):
     """The method's own checks run before the data module reads a file: here the folder holds no
-    image at all, and the error is still the method option's."""
+    image at all, and the error is still the method option's (more options: test_configs.py)."""
+    option, key = "method.uniform_kl=sideways", "method.uniform_kl"
     for split in ("train", "test"):
         (tmp_path / "ds" / split / "dog").mkdir(parents=True)
         (tmp_path / "ds" / split / "dog" / "notes.txt").write_text("not an image")

@@ -98,8 +98,7 @@ def test_evaluate_bad_input_is_one_line(tmp_path, sweep):
                          ([f"ckpt={ckpt}", "attack.steps=0"], "attack.steps must be an integer >= 1"),
                          ([f"ckpt={ckpt}", "n_samples=-3"], "n_samples must be"),
                          ([f"ckpt={ckpt}", "eps=0"], "eps must be > 0 or null"),
-                         (["attack=cw"], "ckpt is required"),
-                         *([] if torch.cuda.is_available() else [([f"ckpt={ckpt}", "device=cuda"], "no CUDA GPU")])):
+                         (["attack=cw"], "ckpt is required")):
         proc = run_cli("batlit.evaluate", *args)
         assert proc.returncode == 2, proc.stderr
         assert needle in proc.stderr and "Traceback" not in proc.stderr
@@ -172,6 +171,16 @@ def test_report_lines_up_runs_on_different_class_subsets(tmp_path, capsys):
     assert "| pgd_at (data.exclude_classes=[\"a\", \"b\", \"c\"]) | 10.0 | 20.0 | 30.0 |" in text
     assert "| 5.0 | - | 25.0 |" in text
     assert not (tmp_path / "r" / "per_class_errors.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_one_config_error():
+    """batlit.evaluate and batlit.analyze check ``device`` before loading the checkpoint."""
+    from batlit.config import ConfigError, resolve_device
+
+    with pytest.raises(ConfigError, match="device: 'cuda', but no CUDA GPU is available here"):
+        resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
 
 
 def test_report_bad_input_is_one_line(tmp_path, capsys):

@@ -36,6 +36,7 @@ def check_record(record: dict, run_dir) -> None:
     assert (run_dir / "csv" / "metrics.csv").is_file()
 
 
+@pytest.mark.slow  # the fast suite trains digits in the quickstart and resume tests, these methods on synthetic
 def test_each_method_trains_on_digits(tmp_path):
     records = train_multirun(tmp_path, "method=standard,pgd_at,trades", "data=digits", "attack=digits",
                              "epochs=2", "attack.train.steps=2", "attack.test.steps=2", "attack.val.steps=1")

@@ -124,9 +124,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-def build_method(cfg: DictConfig, model: Any, **kwargs: Any) -> Any:
-    """The LightningModule of ``cfg.method`` around ``model``; a bad option is one ConfigError line."""
-    return _instantiate(cfg.method, "method", _recursive_=False, _convert_="all", model=model,
+def build_method(cfg: DictConfig, model: Any, node: DictConfig | None = None, **kwargs: Any) -> Any:
+    """The LightningModule of ``cfg.method`` (or ``node``) around ``model``; a bad option is one
+    ConfigError line."""
+    return _instantiate(cfg.method if node is None else node, "method", _recursive_=False, _convert_="all", model=model,
                         attack=OmegaConf.to_container(cfg.attack, resolve=True),
                         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
                         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True), **kwargs)
@@ -141,8 +142,10 @@ def check_method_options(cfg: DictConfig) -> None:
 
     stand_in = nn.Linear(1, 2)
     stand_in.num_classes = int(cfg.data.get("num_classes") or 2)
-    without_ckpt = {"init_ckpt": None} if "init_ckpt" in cfg.method else {}
-    build_method(cfg, stand_in, **without_ckpt)
+    options = OmegaConf.to_container(cfg.method, resolve=True)  # detached: init_ckpt may be ??? here
+    if "init_ckpt" in options:
+        options["init_ckpt"] = None
+    build_method(cfg, stand_in, node=OmegaConf.create(options))
 
 
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
