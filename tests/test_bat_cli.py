@@ -31,6 +31,7 @@ def test_bat_trains_and_logs_every_term_and_per_class_steps(bat_run):
     assert all(0.0 <= float(row["train/never_misclassified"]) <= 1.0 for row in per_epoch)
 
 
+@pytest.mark.slow  # both options are checked term by term in test_bat.py; this is the CLI path
 def test_bat_on_digits_with_paper_direction_and_fused_forward(tmp_path):
     record = train(tmp_path, "method=bat", "data=digits", "attack=digits", "method.uniform_kl=uniform_to_model",
                    "method.fused_forward=true", "attack.train.steps=3")
