@@ -82,7 +82,7 @@ def test_resume_refuses_a_mismatched_or_missing_checkpoint(trained, tmp_path):
                    f"hydra.run.dir={trained}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
-        f"batlit: config error: ckpt_path: '{ckpt}' was trained with model._target_=batlit.models.small_cnn, "
+        f"batlit: config error: resume: '{ckpt}' was trained with model._target_=batlit.models.small_cnn, "
         "this run has model._target_=batlit.models.resnet18"]
     assert ckpt.read_bytes() == before  # a refused resume leaves the checkpoint alone
     proc = run_cli("batlit.train", *TINY, f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path}")

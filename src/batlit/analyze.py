@@ -190,10 +190,7 @@ def load_baseline(cfg: DictConfig, run) -> tuple[Any, list[int] | None]:
     from .data.base import class_indices
 
     g = cfg.gallery
-    try:
-        baseline = load_run(g.baseline_ckpt)
-    except ConfigError as err:
-        raise ConfigError(f"gallery.baseline_ckpt: {str(err).removeprefix('ckpt: ')}") from err
+    baseline = load_run(g.baseline_ckpt, "gallery.baseline_ckpt")
     if baseline.class_names != run.class_names:
         raise ConfigError(f"gallery.baseline_ckpt: '{g.baseline_ckpt}' was trained on classes "
                           f"{baseline.class_names[:12]}, this run on {run.class_names[:12]}")

@@ -183,6 +183,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
+    trained = None
+    if cfg.ckpt:  # before any data: a refused checkpoint costs a second
+        from .checkpoint import load_run
+
+        trained = load_run(cfg.ckpt)
     datamodule = hydra.utils.instantiate(cfg.data, batch_size=cfg.batch_size)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -193,11 +198,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     x, y = x.to(device), y.to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x = x.contiguous(memory_format=memory_format)
-    base_model = hydra.utils.instantiate(cfg.model, channels_last=False)
-    if cfg.ckpt:
-        from .checkpoint import load_run
-
-        base_model = load_run(cfg.ckpt).model
+    base_model = trained.model if trained is not None else hydra.utils.instantiate(cfg.model, channels_last=False)
     from .models import Normalize
 
     for module in base_model.modules():  # the bench's switch decides the layout, not model.channels_last

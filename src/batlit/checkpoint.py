@@ -1,8 +1,14 @@
 """Re-create a trained model (and its data) from a batlit checkpoint alone.
 
 Every checkpoint carries the composed run config (``hyper_parameters.run_config``) and a ``batlit``
-record (version, class names), so ``evaluate`` / ``analyze`` need only ``ckpt=PATH``.
-Checkpoints are read with ``torch.load(..., weights_only=True)``: tensors and plain data only.
+record (version, format, class names), so ``evaluate`` / ``analyze`` need only ``ckpt=PATH``.
+
+A checkpoint may come from anywhere, so reading one runs none of its contents: ``torch.load(...,
+weights_only=True)`` gives tensors and plain data only, and the stored run config is checked to
+hold plain values and name only batlit's own models and data (:func:`stored_run_config`) before
+anything is built. The model and data module are then built through :mod:`batlit.registry`, never
+``hydra.utils.instantiate``. Every loading path (evaluate, analyze, bench, FRL's ``init_ckpt``,
+resume) goes through :func:`read_batlit_checkpoint`. docs/reliability.md, "Trust".
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
@@ -27,31 +32,150 @@ class LoadedRun:
     run_dir: Path
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+#: The layout of the ``batlit`` record and run config in a checkpoint; a newer layout is refused.
+CHECKPOINT_FORMAT = 1
+# Hydra's instantiation keys: in a stored config each would name code or change how it is called.
+_INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+# Paths on the machine that wrote the checkpoint: not checked for existence when it is read here.
+_WRITER_PATHS = ("ckpt_path", "method.init_ckpt", "data.root")
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
+    """``torch.load(weights_only=True)``: tensors and plain data, never pickled code."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"ckpt: no checkpoint file at '{path}'")
+        raise ConfigError(f"{key}: no checkpoint file at '{path}'")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, in one line
-        raise ConfigError(f"ckpt: '{path}' is not a readable checkpoint ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:200]})") from err
+        raise ConfigError(f"{key}: '{path}' is not a readable checkpoint ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else ''})") from err
 
 
-def load_run(path: str | Path) -> LoadedRun:
-    """The trained model in eval mode, the config it was trained with and its class names."""
-    ckpt = read_checkpoint(path)
-    hparams = ckpt.get("hyper_parameters", {})
-    if "run_config" not in hparams or "batlit" not in ckpt:
-        raise ConfigError(f"ckpt: '{path}' was not written by batlit.train (no config inside)")
-    config = OmegaConf.create(hparams["run_config"])
-    model = hydra.utils.instantiate(config.model)
+def _refuse(key: str, path: Path, where: str, what: str) -> ConfigError:
+    return ConfigError(f"{key}: '{path}' stores {where}={what}, refused: a checkpoint's config may hold only "
+                       "plain values and name only batlit's own models and data (docs/reliability.md, Trust)")
+
+
+def _check_plain(node: Any, where: str, allowed: dict[str, frozenset[str]], key: str, path: Path) -> None:
+    """Refuse anything in a stored config that could name code: an unknown ``_target_``, any other
+    Hydra instantiation key, an interpolation (it would call a resolver) or a non-plain value."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            sub = f"{where}.{name}" if where else str(name)
+            if not isinstance(name, str):
+                raise _refuse(key, path, where or "<root>", f"a non-string key {name!r}")
+            if name in _INSTANTIATE_KEYS or (name.startswith("_") and name.endswith("_")):
+                if not (name == "_target_" and isinstance(value, str) and value in allowed.get(sub, ())):
+                    raise _refuse(key, path, sub, repr(value)[:80])
+                continue
+            _check_plain(value, sub, allowed, key, path)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            _check_plain(value, f"{where}[{i}]", allowed, key, path)
+    elif isinstance(node, str):
+        if "${" in node:
+            raise _refuse(key, path, where, f"{node[:80]!r} (an interpolation)")
+    elif not (node is None or isinstance(node, (bool, int, float))):
+        raise _refuse(key, path, where, f"a {type(node).__name__}")
+
+
+def _check_record(ckpt: dict[str, Any], key: str, path: Path) -> None:
+    """A batlit checkpoint of a layout and version this batlit reads."""
+    from packaging.version import InvalidVersion, Version
+
+    from . import __version__
+
+    record = ckpt.get("batlit")
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(record, dict) or not isinstance(hparams, dict) or not isinstance(hparams.get("run_config"), dict):
+        raise ConfigError(f"{key}: '{path}' was not written by batlit.train (no batlit record and run config "
+                          "inside); batlit reads only its own checkpoints")
+    if not isinstance(record.get("format", 1), int) or record.get("format", 1) > CHECKPOINT_FORMAT:
+        raise ConfigError(f"{key}: '{path}' has checkpoint format {record.get('format')!r}, newer than this "
+                          f"batlit's {CHECKPOINT_FORMAT}: upgrade batlit to read it")
+    try:
+        written, ours = Version(str(record.get("version"))), Version(__version__)
+    except InvalidVersion:
+        raise ConfigError(f"{key}: '{path}' names batlit version {str(record.get('version'))[:40]!r}, "
+                          "which is not a version") from None
+    if written.release > ours.release and ours.release != (0, 0, 0):  # 0.0.0: a source tree, not installed
+        raise ConfigError(f"{key}: '{path}' was written by batlit {written}, newer than this batlit {ours}: "
+                          "upgrade batlit to read it")
+    names = record.get("class_names")
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
+        raise ConfigError(f"{key}: '{path}' stores batlit.class_names={str(names)[:80]}, not a list of class names")
+
+
+def stored_run_config(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt") -> DictConfig:
+    """The run config inside a checkpoint, checked to name no code before anything uses it.
+
+    Plain numbers, strings, booleans, lists and mappings only; the only ``_target_`` values allowed
+    are the ones batlit's own config groups put at that key (:func:`batlit.registry.shipped_targets`).
+    The values then pass the same checks as the command line (``config.validate``), except that
+    the writer's file paths are not required to exist here. Anything else is one ConfigError line
+    naming the checkpoint and the key.
+    """
+    from .config import validate
+    from .registry import shipped_targets
+
+    path = Path(path)
+    _check_record(ckpt, key, path)
+    stored = ckpt["hyper_parameters"]["run_config"]
+    _check_plain(stored, "", shipped_targets(), key, path)
+    config = OmegaConf.create(stored)
+    try:
+        validate(config, check_paths=False)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: '{path}' stores a config that fails batlit's checks: {err}") from err
+    if len(ckpt["batlit"]["class_names"]) != OmegaConf.select(config, "model.num_classes", default=None):
+        raise ConfigError(f"{key}: '{path}' stores {len(ckpt['batlit']['class_names'])} class names for "
+                          f"model.num_classes={OmegaConf.select(config, 'model.num_classes', default=None)}")
+    return config
+
+
+def read_batlit_checkpoint(path: str | Path, key: str = "ckpt") -> tuple[dict[str, Any], DictConfig]:
+    """The checkpoint (tensors and plain data) and its checked run config (:func:`stored_run_config`)."""
+    ckpt = read_checkpoint(path, key)
+    return ckpt, stored_run_config(ckpt, path, key)
+
+
+def _plain_kwargs(node: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+
+
+def build_model(config: DictConfig, key: str = "ckpt", path: str | Path = "") -> torch.nn.Module:
+    """conf/model's factory named by ``config.model._target_`` (batlit.registry.MODELS), plain arguments."""
+    from .registry import MODELS
+
+    target = str(config.model._target_)
+    if target not in MODELS:  # stored_run_config allows only shipped targets; this keeps the two in step
+        raise ConfigError(f"{key}: '{path}' names model {target}, which is not one of batlit's models")
+    try:
+        return MODELS[target](**_plain_kwargs(config.model))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: '{path}' stores model settings {target} cannot take: {err}") from err
+
+
+def load_run(path: str | Path, key: str = "ckpt") -> LoadedRun:
+    """The trained model in eval mode, the config it was trained with and its class names.
+
+    The model is first built on the ``meta`` device (no memory) and its parameter shapes compared
+    with the stored weights, so that a stored config cannot make batlit allocate more than the
+    checkpoint itself holds.
+    """
+    ckpt, config = read_batlit_checkpoint(path, key)
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"ckpt: '{path}' does not fit model {config.model._target_} "
-                          f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+    state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in build_model(config, key, path).state_dict().items()}
+    if shapes.keys() != state.keys() or any(tuple(state[k].shape) != tuple(shapes[k]) for k in shapes):
+        missing, unexpected = sorted(shapes.keys() - state.keys()), sorted(state.keys() - shapes.keys())
+        wrong = [k for k in shapes.keys() & state.keys() if tuple(state[k].shape) != tuple(shapes[k])]
+        raise ConfigError(f"{key}: '{path}' does not fit model {config.model._target_} "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shape {sorted(wrong)[:3]})")
+    model = build_model(config, key, path)
+    model.load_state_dict(state)
     model.eval()
     path = Path(path).resolve()
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -64,18 +188,14 @@ RESUME_KEYS = ("method._target_", "model._target_", "model.num_classes", "model.
                "model.depth", "model.widen_factor", "data._target_", "data.num_classes", "data.image_size")
 
 
-def check_resumable(path: str | Path, cfg: DictConfig) -> None:
+def check_resumable(path: str | Path, cfg: DictConfig, key: str = "ckpt_path") -> None:
     """One line naming the first key where the checkpoint's run and this run differ."""
-    ckpt = read_checkpoint(path)
-    saved = (ckpt.get("hyper_parameters") or {}).get("run_config")
-    if saved is None:
-        raise ConfigError(f"ckpt_path: '{path}' was not written by batlit.train (no config inside)")
-    saved = OmegaConf.create(saved)
-    for key in RESUME_KEYS:
-        old = OmegaConf.select(saved, key, default=None)
-        new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    _, saved = read_batlit_checkpoint(path, key)
+    for name in RESUME_KEYS:
+        old = OmegaConf.select(saved, name, default=None)
+        new = OmegaConf.select(cfg, name, default=None, throw_on_missing=False)
         if old is not None and new is not None and old != new:
-            raise ConfigError(f"ckpt_path: '{path}' was trained with {key}={old}, this run has {key}={new}")
+            raise ConfigError(f"{key}: '{path}' was trained with {name}={old}, this run has {name}={new}")
 
 
 def keep_csv_history(loggers: list[Any], ckpt_path: str | Path) -> None:
@@ -117,9 +237,21 @@ def keep_csv_history(loggers: list[Any], ckpt_path: str | Path) -> None:
 
 
 def datamodule_for(config: DictConfig, **overrides: Any):
-    """The run's DataModule (test split), with data.* overrides such as eval batch size."""
-    node = OmegaConf.merge(config.data, overrides)
-    datamodule = hydra.utils.instantiate(node)
+    """The run's DataModule (test split) from a checked stored config (batlit.registry.DATAMODULES),
+    with data.* overrides such as eval batch size. The cache folder is this machine's own
+    (``cache_dir`` as stored is not used): a checkpoint does not choose where batlit writes."""
+    from .registry import DATAMODULES
+
+    target = str(config.data._target_)
+    if target not in DATAMODULES:
+        raise ConfigError(f"ckpt: the run's data {target} is not one of batlit's data modules")
+    kwargs = {**_plain_kwargs(config.data), **overrides}
+    if "cache_dir" in kwargs and "cache_dir" not in overrides:
+        kwargs["cache_dir"] = None
+    try:
+        datamodule = DATAMODULES[target](**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"ckpt: the run's data settings do not fit {target}: {err}") from err
     datamodule.prepare_data()
     datamodule.setup("test")
     return datamodule
@@ -163,4 +295,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return read_checkpoint(path)
+        return read_batlit_checkpoint(path, "ckpt_path")[0]

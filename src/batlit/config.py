@@ -187,8 +187,11 @@ def _check_data_root(cfg: DictConfig) -> None:
         raise ConfigError(f"data.root: no dataset at '{root}'" + (" and data.download=false" if no_download else ""))
 
 
-def validate(cfg: DictConfig) -> None:
-    """Range checks on the keys a user types most; cheap, and run before data or model load."""
+def validate(cfg: DictConfig, check_paths: bool = True) -> None:
+    """Range checks on the keys a user types most; cheap, and run before data or model load.
+
+    ``check_paths=False`` (a config stored in a checkpoint) leaves out whether ``data.root``,
+    ``ckpt_path`` and ``method.init_ckpt`` exist: they name files on the machine that wrote it."""
     _check(cfg, "epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     _check(cfg, "seed", _is_int, "an integer")
     _check(cfg, "attack.eps", lambda v: v >= 0, ">= 0")
@@ -227,19 +230,25 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, "resume", lambda v: isinstance(v, bool), "true or false")
     for key in ("compile", "model.channels_last", "data.on_device"):
         _check(cfg, key, lambda v: isinstance(v, bool), "true or false")
-    _check_data_root(cfg)
-    ckpt_path = _get(cfg, "ckpt_path")
-    if ckpt_path and not Path(str(ckpt_path)).is_file():
-        raise ConfigError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
     requeue = _get(cfg, "slurm.requeue_signal")
     if requeue is not None:
         import signal
 
         if not isinstance(getattr(signal, str(requeue), None), signal.Signals):
             raise ConfigError(f"slurm.requeue_signal must name a signal such as SIGUSR1, got {requeue!r}")
-    init_ckpt = _get(cfg, "method.init_ckpt")
-    if init_ckpt and not Path(str(init_ckpt)).is_file():
-        raise ConfigError(f"method.init_ckpt: no checkpoint file at '{init_ckpt}'")
+    if check_paths:
+        _check_paths(cfg)
     data_k, model_k = _get(cfg, "data.num_classes"), _get(cfg, "model.num_classes")
     if data_k is not None and model_k is not None and data_k != model_k:
         raise ConfigError(f"model.num_classes={model_k} does not match data.num_classes={data_k}")
+
+
+def _check_paths(cfg: DictConfig) -> None:
+    """The files a run reads exist: data.root (where nothing downloads), ckpt_path, method.init_ckpt."""
+    _check_data_root(cfg)
+    ckpt_path = _get(cfg, "ckpt_path")
+    if ckpt_path and not Path(str(ckpt_path)).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+    init_ckpt = _get(cfg, "method.init_ckpt")
+    if init_ckpt and not Path(str(init_ckpt)).is_file():
+        raise ConfigError(f"method.init_ckpt: no checkpoint file at '{init_ckpt}'")

@@ -48,6 +48,8 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):  # already one line naming its key
+            raise cause from err
         if isinstance(cause, (ValueError, TypeError)):
             raise ConfigError(f"{key}: {cause}") from err
         raise
@@ -75,8 +77,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt_path = resume_path(cfg, run_dir)
+    resume_key = "ckpt_path" if cfg.get("ckpt_path") else "resume"
     if ckpt_path is not None:
-        check_resumable(ckpt_path, cfg)  # before data and model: a wrong checkpoint costs a second
+        check_resumable(ckpt_path, cfg, resume_key)  # before data and model: a wrong checkpoint costs a second
+    if cfg.method.get("init_ckpt"):  # FRL's hot start: a checkpoint from elsewhere is checked first
+        from .checkpoint import read_batlit_checkpoint
+
+        read_batlit_checkpoint(str(cfg.method.init_ckpt), "method.init_ckpt")
     check_method_options(cfg)  # before data: a bad method option costs a second, not a dataset load
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -91,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             cfg.data.num_classes = datamodule.num_classes
     validate(cfg)  # now that data.num_classes is known, model and data must agree
     if ckpt_path is not None:
-        check_resumable(ckpt_path, cfg)
+        check_resumable(ckpt_path, cfg, resume_key)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     model = _instantiate(cfg.model, "model")

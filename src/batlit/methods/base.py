@@ -189,9 +189,10 @@ class AdversarialMethod(L.LightningModule):
     # ---- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from .. import __version__
+        from ..checkpoint import CHECKPOINT_FORMAT
 
         run = self.hparams.get("run_config") or {}
-        checkpoint["batlit"] = {"version": __version__, "class_names": self.class_names,
+        checkpoint["batlit"] = {"version": __version__, "format": CHECKPOINT_FORMAT, "class_names": self.class_names,
                                 "num_classes": self.num_classes, "method": type(self).__name__,
                                 "model": (run.get("model") or {}).get("_target_"),
                                 "data": (run.get("data") or {}).get("_target_")}

@@ -82,12 +82,12 @@ class FRL(AdversarialMethod):
             self._load_init(init_ckpt)
 
     def _load_init(self, path: str) -> None:
-        from ..checkpoint import read_checkpoint
+        from ..checkpoint import read_batlit_checkpoint
 
         if not Path(path).is_file():
             raise ValueError(f"method.init_ckpt: no checkpoint file at '{path}'")
-        state = {k[len("model."):]: v for k, v in read_checkpoint(path)["state_dict"].items()
-                 if k.startswith("model.")}
+        ckpt, _ = read_batlit_checkpoint(path, "method.init_ckpt")  # its stored config names no code
+        state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
         own = self.model.state_dict()
         if state.keys() != own.keys() or any(state[k].shape != own[k].shape for k in own):
             raise ValueError(f"method.init_ckpt: '{path}' holds another architecture or class count "
