@@ -8,13 +8,8 @@ crop + flip augmentation on whatever device the batch lives on.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +28,12 @@ __all__ = [
     "ImageDataModule",
     "LoadedData",
     "TensorImageDataset",
+    "cache_key",
+    "cached",
     "default_cache_dir",
+    "load_cached",
     "passthrough_collate",
+    "save_cached",
     "stratified_split",
 ]
 
@@ -172,55 +171,76 @@ def _subset(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator) 
 # Cache helpers (used by subclasses that decode image files)
 # --------------------------------------------------------------------------------------------------
 
+# batlit.data.cache is imported on first use, not with the package: ``python -m batlit.data.cache``
+# then runs it once (runpy warns about a module the package has already imported).
+
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+
+
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/batlit`` or ``~/.cache/batlit``: never inside a (possibly read-only) data root."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "batlit"
+    from . import cache
+
+    return cache.default_cache_dir()
+
 
 def cache_key(payload: Any) -> str:
     """A short stable hash of a JSON-serialisable description of the inputs."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    from . import cache
 
-def load_cached(path: Path) -> LoadedData | None:
-    """Load decoded arrays saved by :func:`save_cached`; ``None`` if absent or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return LoadedData(
-                train_x=torch.from_numpy(z["train_x"]),
-                train_y=torch.from_numpy(z["train_y"]).long(),
-                test_x=torch.from_numpy(z["test_x"]),
-                test_y=torch.from_numpy(z["test_y"]).long(),
-                class_names=[str(c) for c in z["class_names"]],
-            )
-    except Exception as err:  # a truncated or foreign file: decode again rather than fail
-        warnings.warn(f"ignoring unreadable data cache '{path}': {err}", stacklevel=2)
-        return None
+    return cache.cache_key(payload)
 
-def save_cached(path: Path, data: LoadedData) -> None:
-    """Save decoded arrays as an uncompressed .npz, atomically (concurrent DDP ranks may race)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    train_x=data.train_x.numpy(),
-                    train_y=data.train_y.numpy(),
-                    test_x=data.test_x.numpy(),
-                    test_y=data.test_y.numpy(),
-                    class_names=np.array(data.class_names, dtype=str),
-                )
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a cache may be shared
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as err:  # caching is an optimisation; an unwritable cache dir is not fatal
-        warnings.warn(f"could not write data cache '{path}': {err}", stacklevel=2)
+
+def _check_entry(arrays: dict, info: dict) -> None:
+    names = info.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise ValueError("its class_names are not a list of strings")
+    if set(arrays) != set(_ARRAYS):
+        raise ValueError(f"it holds {sorted(arrays)}, not {list(_ARRAYS)}")
+
+
+def _to_loaded(arrays: dict, info: dict) -> LoadedData:
+    return LoadedData(
+        train_x=torch.from_numpy(arrays["train_x"]),
+        train_y=torch.from_numpy(arrays["train_y"]).long(),
+        test_x=torch.from_numpy(arrays["test_x"]),
+        test_y=torch.from_numpy(arrays["test_y"]).long(),
+        class_names=list(info["class_names"]),
+    )
+
+
+def _from_loaded(data: LoadedData) -> tuple[dict, dict]:
+    return {name: getattr(data, name).numpy() for name in _ARRAYS}, {"class_names": list(data.class_names)}
+
+
+def _key_of(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[-1]  # batlit names entries <dataset>-<label>-<key>.npz
+
+
+def load_cached(path: Path, key: str | None = None) -> LoadedData | None:
+    """Decoded arrays saved by :func:`save_cached` (see :mod:`batlit.data.cache`); ``None`` if
+    absent or invalid (truncated, another key or format: reported once, never used)."""
+    from . import cache
+
+    found = cache.load(Path(path), key or _key_of(Path(path)), _check_entry)
+    return None if found is None else _to_loaded(*found)
+
+
+def save_cached(path: Path, data: LoadedData, key: str | None = None) -> None:
+    """Save decoded arrays as a verified entry, atomically, then evict down to the size cap."""
+    from . import cache
+
+    cache.save(Path(path), key or _key_of(Path(path)), *_from_loaded(data))
+
+
+def cached(path: Path, key: str, build: Callable[[], LoadedData]) -> LoadedData:
+    """The cache entry at ``path`` if valid for ``key``; else ``build()``, under the entry's lock
+    (a concurrent process waits, then reads it), saved. Nothing is written when ``build`` raises."""
+    from . import cache
+
+    arrays, info = cache.get_or_build(Path(path), key, lambda: _from_loaded(build()), _check_entry)
+    return _to_loaded(arrays, info)
+
 
 # --------------------------------------------------------------------------------------------------
 # The base DataModule

@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import re
 import struct
 import sys
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -21,15 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import (
-    DataUnavailableError,
-    ImageDataModule,
-    LoadedData,
-    cache_key,
-    default_cache_dir,
-    load_cached,
-    save_cached,
-)
+from .base import DataUnavailableError, ImageDataModule, LoadedData, cache_key, cached, default_cache_dir
 
 __all__ = ["ImageFolderDataModule", "decode_images"]
 
@@ -37,6 +31,15 @@ _CACHE_VERSION = 1
 _MODES = {3: "RGB", 1: "L"}
 # Below this many images a process pool costs more than it saves.
 _PARALLEL_MIN_IMAGES = 4000
+# Files from elsewhere are bounded before they are decoded. Pillow's own threshold (a quarter GiB
+# of RGB), as an error rather than its warning: a header may claim any size for a few bytes.
+_MAX_IMAGE_PIXELS = 89_478_485
+# A zip member may inflate to at most this much, and beyond _RATIO_FREE_BYTES at most _MAX_RATIO
+# times its compressed size: image files hardly compress, a zip bomb inflates ~1000:1.
+_MAX_MEMBER_BYTES = 512 * 1024**2
+_MAX_RATIO = 100
+_RATIO_FREE_BYTES = 1024**2
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # signature, version, flags, method, time, date, crc, sizes, lengths
 
 
 def _skipped(name: str) -> bool:
@@ -49,9 +52,25 @@ def _skipped(name: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def _too_large(shown: str, detail: str) -> ValueError:
+    return ValueError(f"image too large: '{shown}' {detail}; batlit decodes at most {_MAX_IMAGE_PIXELS:,} "
+                      f"pixels per image (a decompression bomb?)")
+
+
 def _open_image(data: bytes, shown: str, mode: str) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        declared = re.search(r"\((\d+) pixels\)", str(err))  # Pillow: "Image size (N pixels) exceeds ..."
+        raise _too_large(shown, f"declares {int(declared[1]):,} pixels" if declared else f"({err})") from None
+    except Exception as err:
+        raise ValueError(f"not a decodable image: '{shown}' ({type(err).__name__}: {err})") from None
+    w, h = img.size
+    if w * h > _MAX_IMAGE_PIXELS:  # also when a user has switched Pillow's check off
+        raise _too_large(shown, f"declares {w}x{h} = {w * h:,} pixels")
+    try:
         img.load()
     except Exception as err:
         raise ValueError(f"not a decodable image: '{shown}' ({type(err).__name__}: {err})") from None
@@ -72,31 +91,83 @@ def _resize(img: Image.Image, image_size: int | None, resize: str) -> Image.Imag
     return img.crop((left, top, left + image_size, top + image_size))
 
 
+def _bad_member(zip_path: str, name: str, detail: str) -> ValueError:
+    return ValueError(f"corrupt zip member: '{zip_path}/{name}' {detail}")
+
+
 def _zip_members(zip_path: str, names: list[str]) -> list[tuple]:
     """Where each member's bytes lie, so workers can read them without re-parsing the zip index.
 
     Parsing the central directory of a 50k-member zip costs ~0.4 s; doing it once here rather
-    than once per worker chunk matters when decoding takes only a few seconds in total.
+    than once per worker chunk matters when decoding takes only a few seconds in total. The sizes
+    the index declares are checked here, before any decoding: they must fit in the file and stay
+    within the bounds above.
     """
-    with zipfile.ZipFile(zip_path) as zf:
-        infos = [zf.getinfo(n) for n in names]
-    return [(i.filename, i.header_offset, i.compress_size, i.compress_type, i.flag_bits, i.CRC) for i in infos]
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = [zf.getinfo(n) for n in names]
+    except Exception as err:  # zipfile raises many types on crafted input
+        raise ValueError(f"not a readable zip file: '{zip_path}' ({type(err).__name__}: {err})") from None
+    file_len = os.path.getsize(zip_path)
+    for i in infos:
+        bad = None
+        if i.header_offset + zipfile.sizeFileHeader > file_len:
+            bad = f"has its local header at offset {i.header_offset}, past the end of the {file_len}-byte file"
+        elif i.header_offset + zipfile.sizeFileHeader + i.compress_size > file_len:
+            bad = f"declares {i.compress_size} compressed bytes, more than the {file_len}-byte file holds there"
+        elif i.file_size > _MAX_MEMBER_BYTES:
+            bad = f"declares {i.file_size} bytes uncompressed, more than {_MAX_MEMBER_BYTES} (a zip bomb?)"
+        elif i.file_size > _RATIO_FREE_BYTES and i.file_size > _MAX_RATIO * i.compress_size:
+            bad = (f"would inflate {i.compress_size} bytes to {i.file_size}, more than {_MAX_RATIO}:1 "
+                   f"(a zip bomb?)")
+        elif i.compress_type == zipfile.ZIP_STORED and i.compress_size != i.file_size:
+            bad = f"is stored uncompressed but declares {i.compress_size} bytes stored and {i.file_size} in all"
+        if bad:
+            raise _bad_member(zip_path, i.filename, bad)
+    return [(i.filename, i.orig_filename, i.header_offset, i.compress_size, i.file_size, i.compress_type,
+             i.flag_bits, i.CRC) for i in infos]
 
 
 def _read_member(f, zip_path: str, member: tuple) -> bytes:
-    name, offset, size, method, flags, crc = member
+    """One member's bytes, reading no more than its declared sizes and checking the local header
+    against the central directory (a crafted zip may make them disagree)."""
+    name, orig_name, offset, csize, usize, method, flags, crc = member
     if flags & 0x1 or method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        with zipfile.ZipFile(zip_path) as zf:  # encrypted or unusual compression: rare, slow path
-            return zf.read(name)
+        try:  # encrypted or unusual compression: rare, slow path, bounded all the same
+            with zipfile.ZipFile(zip_path) as zf, zf.open(name) as fh:
+                data = fh.read(usize + 1)
+        except Exception as err:
+            raise _bad_member(zip_path, name, f"cannot be read ({type(err).__name__}: {err})") from None
+        if len(data) != usize:
+            raise _bad_member(zip_path, name, f"declares {usize} bytes but holds {len(data)}")
+        return data
+    file_len = os.fstat(f.fileno()).st_size
     f.seek(offset)
-    header = f.read(zipfile.sizeFileHeader)
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    f.seek(offset + zipfile.sizeFileHeader + name_len + extra_len)
-    data = f.read(size)
+    raw = f.read(_LOCAL_HEADER.size)
+    if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
+        raise _bad_member(zip_path, name, f"has no local header at offset {offset}")
+    _, _, l_flags, l_method, _, _, l_crc, l_csize, l_usize, name_len, extra_len = _LOCAL_HEADER.unpack(raw)
+    l_name = f.read(name_len).decode("utf-8" if l_flags & 0x800 else "cp437", errors="replace")
+    sizes_here = not l_flags & 0x8 and 0xFFFFFFFF not in (l_csize, l_usize)  # else in a descriptor / zip64 extra
+    if l_method != method or l_name != orig_name or (sizes_here and (l_crc, l_csize, l_usize) != (crc, csize, usize)):
+        raise _bad_member(zip_path, name, "has a local header that disagrees with the zip's central directory")
+    start = offset + _LOCAL_HEADER.size + name_len + extra_len
+    if start + csize > file_len:
+        raise _bad_member(zip_path, name, f"declares {csize} compressed bytes at offset {start}, past the end "
+                                          f"of the {file_len}-byte file")
+    f.seek(start)
+    data = f.read(csize)
     if method == zipfile.ZIP_DEFLATED:
-        data = zlib.decompress(data, -15)
+        inflater = zlib.decompressobj(-15)
+        try:
+            data = inflater.decompress(data, usize + 1)  # bounded: never more than declared (+1 to notice)
+        except zlib.error as err:
+            raise _bad_member(zip_path, name, f"is not valid deflate data ({err})") from None
+        if len(data) != usize or not inflater.eof:
+            got = "more" if len(data) > usize else len(data) if len(data) < usize else "a stream that goes on"
+            raise _bad_member(zip_path, name, f"declares {usize} bytes uncompressed but inflates to {got}")
     if zlib.crc32(data) != crc:
-        raise ValueError(f"corrupt zip member: '{zip_path}/{name}' (CRC mismatch)")
+        raise _bad_member(zip_path, name, "(CRC mismatch)")
     return data
 
 
@@ -109,8 +180,13 @@ def _iter_images(zip_path: str | None, items: list, mode: str, image_size: int |
             if zf is not None:
                 shown, data = f"{zip_path}/{item[0]}", _read_member(zf, zip_path, item)
             else:
-                with open(item, "rb") as f:
-                    shown, data = item, f.read()
+                try:
+                    with open(item, "rb") as f:
+                        if os.fstat(f.fileno()).st_size > _MAX_MEMBER_BYTES:
+                            raise ValueError(f"image file too large: '{item}' has more than {_MAX_MEMBER_BYTES} bytes")
+                        shown, data = item, f.read()
+                except OSError as err:
+                    raise ValueError(f"cannot read image file: '{item}' ({err.strerror or err})") from None
             yield shown, _resize(_open_image(data, shown, mode), image_size, resize)
     finally:
         if zf is not None:
@@ -196,17 +272,64 @@ class _Split:
     empty: list[str] = field(default_factory=list)  # class folders without files (shown paths)
 
 
+def _contains(outer: str, inner: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _scan(folder: str) -> list[tuple[os.DirEntry, bool]]:
+    """``(entry, is a folder)`` for the visible entries of ``folder``, sorted by name, following
+    symlinks; a link that loops or leads nowhere is a ValueError naming it."""
+    try:
+        listing = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as err:
+        raise ValueError(f"cannot list folder: '{folder}' ({err.strerror or err})") from None
+    out = []
+    for e in listing:
+        if e.name.startswith("."):
+            continue
+        try:
+            is_dir = e.is_dir()
+            ok = is_dir or e.is_file()
+        except OSError as err:  # ELOOP: a->b, b->a
+            raise ValueError(f"symlink loop: '{e.path}' ({err.strerror or err})") from None
+        if not ok and e.is_symlink():
+            raise ValueError(f"broken symlink: '{e.path}' points to nothing")
+        if ok:
+            out.append((e, is_dir))
+    return out
+
+
+def _walk_files(top: str, chain: tuple[str, ...]) -> list[str]:
+    """Every visible file under ``top``, sorted. Symlinked folders are followed once; one that
+    leads back to a folder above it (``chain``: real paths from the split folder down) is a
+    ValueError naming it, where ``os.walk(followlinks=True)`` would repeat every file in the loop
+    until the path grew too long."""
+    found, stack = [], [(top, chain)]
+    while stack:
+        folder, above = stack.pop()
+        for e, is_dir in _scan(folder):
+            if not is_dir:
+                found.append(e.path)
+                continue
+            real = os.path.realpath(e.path)
+            if any(_contains(real, a) for a in above):
+                raise ValueError(f"symlink loop: '{e.path}' leads back to '{real}', a folder above it")
+            stack.append((e.path, (*above, real)))
+    return sorted(found)
+
+
 def _split_from_dir(folder: Path) -> _Split:
     split = _Split(where=str(folder), zip_path=None)
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
+    top = (os.path.realpath(folder),)
+    for entry, is_dir in _scan(str(folder)):
+        if not is_dir:
             continue  # loose files next to class folders are not samples (torchvision does the same)
-        found = []
-        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found += [os.path.join(dirpath, f) for f in filenames if not f.startswith(".")]
+        real = os.path.realpath(entry.path)
+        if any(_contains(real, a) for a in top):
+            raise ValueError(f"symlink loop: '{entry.path}' leads back to '{real}', a folder above it")
+        found = _walk_files(entry.path, (*top, real))
         if found:
-            split.files[entry.name] = sorted(found)
+            split.files[entry.name] = found
         else:
             split.empty.append(entry.path)
     return split
@@ -239,8 +362,8 @@ def _zip_names(zip_path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(zip_path) as zf:
             return zf.namelist()
-    except zipfile.BadZipFile as err:
-        raise ValueError(f"not a readable zip file: '{zip_path}' ({err})") from None
+    except Exception as err:  # zipfile raises many types on crafted input
+        raise ValueError(f"not a readable zip file: '{zip_path}' ({type(err).__name__}: {err})") from None
 
 
 _LAYOUTS = (
@@ -326,7 +449,9 @@ class ImageFolderDataModule(ImageDataModule):
             which must then all be equal.
         in_channels: 3 decodes as RGB, 1 as grayscale.
         cache_dir: where decoded arrays are cached (default ``$XDG_CACHE_HOME/batlit`` or
-            ``~/.cache/batlit``; never the data root, which may be read-only).
+            ``~/.cache/batlit``; never the data root, which may be read-only). The cache is capped
+            by ``BATLIT_CACHE_MAX_BYTES`` and cleared with ``python -m batlit.data.cache clear``
+            (see :mod:`batlit.data.cache`).
         crop_padding: ``None`` (default) means image size // 8, i.e. 4 for 32x32 images.
         **kwargs: the :class:`~batlit.data.base.ImageDataModule` arguments.
     """
@@ -361,11 +486,14 @@ class ImageFolderDataModule(ImageDataModule):
     def _root_path(self) -> Path:
         return Path(os.path.abspath(os.path.expanduser(self.root)))
 
-    def cache_path(self, root: Path, key_files: list[Path]) -> Path:
-        """The cache file for these inputs: keyed by path, file sizes + mtimes and decode options."""
+    def cache_entry(self, root: Path, key_files: list[Path]) -> tuple[Path, str]:
+        """The cache file and key for these inputs: keyed by path, file sizes + mtimes and decode options."""
         stats = []
         for p in key_files:
-            st = p.stat()
+            try:
+                st = p.stat()
+            except OSError as err:
+                raise ValueError(f"cannot read image file: '{p}' ({err.strerror or err})") from None
             stats.append((str(p), st.st_size, st.st_mtime_ns))
         key = cache_key(
             {
@@ -376,16 +504,21 @@ class ImageFolderDataModule(ImageDataModule):
                 "in_channels": self.requested_in_channels,
             }
         )
-        return self.cache_dir / f"image_folder-{root.name}-{key}.npz"
+        return self.cache_dir / f"image_folder-{root.name}-{key}.npz", key
+
+    def cache_path(self, root: Path, key_files: list[Path]) -> Path:
+        """The cache file for these inputs (see :meth:`cache_entry`)."""
+        return self.cache_entry(root, key_files)[0]
 
     def _load(self) -> LoadedData:
         root = self._root_path()
         zips = _zip_sources(root)
         if zips:  # a zipped dataset is keyed by its zips alone: a cache hit skips reading their index
-            cached = load_cached(self.cache_path(root, zips))
-            if cached is not None:
-                return cached
+            return cached(*self.cache_entry(root, zips), lambda: self._decode(*_find_splits(root)[:2]))
         train, test, key_files = _find_splits(root)
+        return cached(*self.cache_entry(root, key_files), lambda: self._decode(train, test))
+
+    def _check_classes(self, train: _Split, test: _Split) -> None:
         for split in (train, test):
             if split.empty:
                 raise ValueError(f"empty class folder: '{split.empty[0]}' (every class needs at least one image)")
@@ -400,11 +533,9 @@ class ImageFolderDataModule(ImageDataModule):
                 f"missing from test {missing}, not in train {extra}"
             )
 
-        path = self.cache_path(root, key_files)
-        cached = None if zips else load_cached(path)  # zipped layouts were looked up above
-        if cached is not None:
-            return cached
-
+    def _decode(self, train: _Split, test: _Split) -> LoadedData:
+        self._check_classes(train, test)
+        class_names = list(train.files)
         mode = _MODES[self.requested_in_channels]
         arrays = {}
         expected_hw = None
@@ -414,6 +545,4 @@ class ImageFolderDataModule(ImageDataModule):
             x = decode_images(split.zip_path, names, mode, self.requested_image_size, "square", expected_hw)
             expected_hw = tuple(x.shape[2:])  # test must match train's size too
             arrays[name] = (torch.from_numpy(x), torch.tensor(labels, dtype=torch.long))
-        data = LoadedData.from_splits(arrays["train"], arrays["test"], class_names)
-        save_cached(path, data)
-        return data
+        return LoadedData.from_splits(arrays["train"], arrays["test"], class_names)

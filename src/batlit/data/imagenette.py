@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from .base import DataUnavailableError, ImageDataModule, LoadedData, cache_key, default_cache_dir, load_cached, save_cached
+from .base import DataUnavailableError, ImageDataModule, LoadedData, cache_key, cached, default_cache_dir
 from .cifar import try_download
-from .image_folder import decode_images
+from .image_folder import _split_from_dir, decode_images
 
 __all__ = ["ImagenetteDataModule"]
 
@@ -29,7 +29,7 @@ class ImagenetteDataModule(ImageDataModule):
     Args:
         image_size: side of the square images (default 160).
         size_variant: which archive to use: "full", "320px" or "160px" (default).
-        cache_dir: where decoded arrays are cached.
+        cache_dir: where decoded arrays are cached (see :mod:`batlit.data.cache` for its size cap).
         crop_padding: ``None`` (default) means ``image_size // 8``.
         **kwargs: the :class:`~batlit.data.base.ImageDataModule` arguments.
     """
@@ -88,6 +88,8 @@ class ImagenetteDataModule(ImageDataModule):
     def _load(self) -> LoadedData:
         self._ensure_files()
         root = self._root()
+        for split in ("train", "val"):  # torchvision's listing follows symlinks without end: refuse loops first
+            _split_from_dir(self._extracted() / split)
         splits = {s: datasets.Imagenette(root, split=s, size=self.size_variant) for s in ("train", "val")}
         class_names = [names[0] for names in splits["train"].classes]
         samples = {s: list(ds._samples) for s, ds in splits.items()}
@@ -103,14 +105,12 @@ class ImagenetteDataModule(ImageDataModule):
             }
         )
         path = self.cache_dir / f"imagenette-{self.size_variant}-{self.requested_image_size}-{key}.npz"
-        cached = load_cached(path)
-        if cached is not None:
-            return cached
 
-        arrays = {}
-        for split, items in samples.items():
-            x = decode_images(None, [p for p, _ in items], "RGB", self.requested_image_size, resize="shorter")
-            arrays[split] = (torch.from_numpy(x), torch.tensor([y for _, y in items], dtype=torch.long))
-        data = LoadedData.from_splits(arrays["train"], arrays["val"], class_names)
-        save_cached(path, data)
-        return data
+        def decode() -> LoadedData:
+            arrays = {}
+            for split, items in samples.items():
+                x = decode_images(None, [p for p, _ in items], "RGB", self.requested_image_size, resize="shorter")
+                arrays[split] = (torch.from_numpy(x), torch.tensor([y for _, y in items], dtype=torch.long))
+            return LoadedData.from_splits(arrays["train"], arrays["val"], class_names)
+
+        return cached(path, key, decode)
