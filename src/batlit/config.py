@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 
 ATTACK_LOSSES = ("ce", "kl", "cw")  # batlit.attacks.pgd's losses, here so that validate() needs no torch
+PRECISIONS = ("auto", "fp32", "fp32_first", "bf16", "inherit")  # batlit.attacks' precision values (attacks/_common.py)
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("constant", "multistep", "cosine", "onecycle")
 
@@ -133,8 +134,37 @@ def on_gpu(accelerator: str = "auto") -> bool:
 
 
 def gpu_or(on_gpu_value: Any, otherwise: Any, accelerator: str = "auto") -> Any:
-    """``${batlit_gpu_or:bf16-mixed,32-true,${.accelerator}}``: the first value on a GPU, else the second."""
+    """``${batlit_gpu_or:a,b,${.accelerator}}``: the first value on a GPU, else the second."""
     return on_gpu_value if on_gpu(accelerator) else otherwise
+
+
+def cpu_has_bf16() -> bool:
+    """The CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), as torch detects it.
+
+    On such a CPU (the project's 2-core Xeons list ``amx_bf16``) bf16 autocast and channels_last
+    make convolutions several times faster; elsewhere bf16 is emulated and slower than fp32.
+    ``BATLIT_CPU_BF16=0`` (or ``1``) overrides the detection.
+    """
+    forced = os.environ.get("BATLIT_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def fast_bf16(accelerator: str = "auto") -> bool:
+    """``${batlit_fast_bf16:${.accelerator}}``: the run's device computes bf16 fast — a GPU, or a
+    CPU with bf16 in hardware. The default of ``trainer.precision`` (bf16-mixed) and of
+    ``model.channels_last``."""
+    return on_gpu(accelerator) or cpu_has_bf16()
+
+
+def fast_bf16_or(fast_value: Any, otherwise: Any, accelerator: str = "auto") -> Any:
+    """``${batlit_fast_bf16_or:bf16-mixed,32-true,${.accelerator}}``: the first value where
+    :func:`fast_bf16`, else the second."""
+    return fast_value if fast_bf16(accelerator) else otherwise
 
 
 def kept_classes(total: Any, classes: Any = None, exclude: Any = None) -> Any:
@@ -152,6 +182,8 @@ def register_resolvers() -> None:
                      ("batlit_sweep_group", sweep_group), ("batlit_run_name", run_name),
                      ("batlit_on_gpu", lambda acc="auto": on_gpu(acc)),
                      ("batlit_gpu_or", lambda a, b, acc="auto": gpu_or(a, b, acc)),
+                     ("batlit_fast_bf16", lambda acc="auto": fast_bf16(acc)),
+                     ("batlit_fast_bf16_or", lambda a, b, acc="auto": fast_bf16_or(a, b, acc)),
                      ("batlit_kept", kept_classes)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
@@ -199,6 +231,8 @@ def validate(cfg: DictConfig, check_paths: bool = True) -> None:
     for phase in ("train", "val", "test"):
         _check(cfg, f"attack.{phase}.step_size", lambda v: v > 0, "> 0")
         _check(cfg, f"attack.{phase}.steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    for phase in ("train", "val", "test"):
+        _check(cfg, f"attack.{phase}.precision", lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS))
     for phase in ("val", "test"):
         _check(cfg, f"attack.{phase}.loss", lambda v: v in ATTACK_LOSSES, "one of " + ", ".join(ATTACK_LOSSES))
         _check(cfg, f"attack.{phase}.init", lambda v: v in ("uniform", "normal", "none"),

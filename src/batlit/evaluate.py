@@ -11,7 +11,8 @@ Attacks (config group ``attack`` in ``conf/evaluate/``):
 Only samples classified correctly so far are attacked by the next component (as AutoAttack does),
 so a sample counts as robust when it is right clean and under every component or restart — the
 robust error of docs/design.md §4. Writes ``eval_<attack>.json`` and ``eval_<attack>.csv`` beside the
-run's ``metrics.json``; ``batlit.report`` picks them up as extra columns.
+run's ``metrics.json``; ``batlit.report`` picks them up as extra columns. Everything runs in fp32;
+``precision=bf16`` runs it under bf16 autocast instead and writes ``eval_<attack>_bf16.*``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .config import (ATTACK_LOSSES, ConfigError, exit_on_user_error, register_re
 register_resolvers()
 
 KINDS = ("pgd", "autoattack", "none")
+EVAL_PRECISIONS = ("fp32", "bf16")  # fp32: the reported numbers; bf16: faster, docs/performance.md
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 
 Attack = Callable[[Any, Any], Any]  # (images, labels) -> adversarial images
@@ -71,6 +73,8 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"attack.restarts must be an integer >= 1, got {spec.restarts!r}")
     if spec.kind == "autoattack" and spec.get("version") not in AUTOATTACK_VERSIONS:
         raise ConfigError(f"attack.version must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {spec.get('version')!r}")
+    if cfg.get("precision", "fp32") not in EVAL_PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(EVAL_PRECISIONS)}, got {cfg.get('precision')!r}")
 
 
 def _component_name(attack: Any) -> str:
@@ -112,11 +116,16 @@ def build_attack(spec: DictConfig, model, eps: float, num_classes: int, seed: in
 
 
 def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: int, device,
-             progress: bool = True, desc: str = "") -> dict[str, Any]:
-    """Clean and attacked predictions of every test image; per-class counts after each component."""
+             progress: bool = True, desc: str = "", precision: str = "fp32") -> dict[str, Any]:
+    """Clean and attacked predictions of every test image; per-class counts after each component.
+
+    ``precision``: ``fp32`` (no autocast, whatever surrounds the call) or ``bf16`` (autocast for
+    every forward, clean and attacked, and every attack that follows the surrounding autocast).
+    """
     import torch
     from tqdm.auto import tqdm
 
+    from .attacks import attack_precision
     from .metrics import ClassWiseRobustness
 
     metric = ClassWiseRobustness(num_classes).to(device)
@@ -126,20 +135,21 @@ def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: i
     bar = tqdm(loader, desc=desc, disable=not progress, unit="batch", dynamic_ncols=True)
     for x, y in bar:
         x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            clean = model(x).argmax(1)
-        adv = clean.clone()
-        robust = clean == y  # only samples still right are attacked further (AutoAttack's rule)
-        correct_clean += torch.bincount(y[robust], minlength=num_classes)
-        for i, (_, attack) in enumerate(components):
-            idx = robust.nonzero().squeeze(1)
-            if len(idx):
-                x_adv = attack(x[idx], y[idx])
-                with torch.no_grad():
-                    pred = model(x_adv).argmax(1)
-                adv[idx] = pred
-                robust[idx] = pred == y[idx]
-            robust_after[i] += torch.bincount(y[robust], minlength=num_classes)
+        with attack_precision(precision, device.type):
+            with torch.no_grad():
+                clean = model(x).argmax(1)
+            adv = clean.clone()
+            robust = clean == y  # only samples still right are attacked further (AutoAttack's rule)
+            correct_clean += torch.bincount(y[robust], minlength=num_classes)
+            for i, (_, attack) in enumerate(components):
+                idx = robust.nonzero().squeeze(1)
+                if len(idx):
+                    x_adv = attack(x[idx], y[idx])
+                    with torch.no_grad():
+                        pred = model(x_adv).argmax(1)
+                    adv[idx] = pred
+                    robust[idx] = pred == y[idx]
+                robust_after[i] += torch.bincount(y[robust], minlength=num_classes)
         metric.update(clean, adv, y)
         seen += len(y)
         if progress:
@@ -191,22 +201,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     K = len(trained.class_names)
     components = build_attack(spec, model, eps, K, cfg.seed)
     start = time.perf_counter()
+    precision = str(cfg.get("precision", "fp32"))
     out = evaluate(model, dm.test_dataloader(), components, K, device, progress=cfg.progress_bar,
-                   desc=f"{name} eps={eps:.4g}")
+                   desc=f"{name} eps={eps:.4g}", precision=precision)
     seconds = time.perf_counter() - start
     summary = results_to_json(out["results"], trained.class_names)
     record = {
         "ckpt": str(Path(cfg.ckpt).resolve()), "attack": {"name": name, "eps": eps,
                                                          **OmegaConf.to_container(spec, resolve=True)},
         "n_samples": int(sum(summary["count_per_class"])), "class_names": trained.class_names,
-        "seed": cfg.seed, "device": str(device), "seconds": round(seconds, 2), "batlit_version": __version__,
+        "seed": cfg.seed, "device": str(device), "precision": precision, "seconds": round(seconds, 2), "batlit_version": __version__,
         "components": [{"name": n, "robust_acc": acc, "robust_acc_per_class": per}
                        for n, per, acc in out["robust_after"]],
         **summary,
     }
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, csv_path = out_dir / f"eval_{name}.json", out_dir / f"eval_{name}.csv"
+    stem = f"eval_{name}" + ("" if precision == "fp32" else f"_{precision}")  # a bf16 run keeps the fp32 files
+    json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
     json_path.write_text(json.dumps(record, indent=2))
     write_csv(csv_path, summary, trained.class_names)
     names = " → ".join(n for n, _ in components) or "no attack"

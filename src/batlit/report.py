@@ -115,7 +115,10 @@ def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
             evals = {}
             for eval_path in sorted(run_dir.glob("eval_*.json")):
                 record = json.loads(eval_path.read_text())
-                evals[record.get("attack", {}).get("name") or eval_path.stem[5:]] = record
+                name = record.get("attack", {}).get("name") or eval_path.stem[5:]
+                if record.get("precision", "fp32") != "fp32":  # a bf16 evaluation is its own column
+                    name = f"{name}_{record['precision']}"
+                evals[name] = record
             runs.append(Run(run_dir, json.loads(metrics_path.read_text()), flatten(config or {}), evals))
     return runs
 

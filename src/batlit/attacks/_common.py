@@ -1,12 +1,91 @@
-"""Plumbing shared by every attack loop: eval mode, argument checks, the L∞ projection."""
+"""Plumbing shared by every attack loop: eval mode, precision, argument checks, the L∞ projection."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+
+# Every attack's ``precision`` (docs/performance.md, "Precision of the attacks"):
+#   auto        fp32_first for a KL attack started near x (:func:`kl_near_x`), else inherit;
+#   fp32_first  the clean target f(x) and the first step in fp32, later steps as inherit;
+#   fp32        every step without autocast (on a GPU without TF32 either);
+#   bf16        every step under bf16 autocast on the input's device;
+#   inherit     whatever autocast surrounds the call (Lightning's, from trainer.precision) and
+#               torch's TF32 setting.
+# Defined in config, which validate() reads without torch.
+from ..config import PRECISIONS
+
+
+def kl_near_x(loss: str, init: str) -> bool:
+    """A KL(f(x) ‖ f(x_k)) attack started at or next to x (TRADES, BAT, FAT-for-TRADES, FRL).
+
+    Its gradient at x_0 = x + 0.001·N(0, I) is second order in that offset: smaller than bf16's
+    rounding of the activations, so under bf16 its sign steps follow rounding noise and the attack
+    loses most of its strength (docs/performance.md, "Precision of the attacks")."""
+    return loss == "kl" and init in ("normal", "none")
+
+
+def check_precision(precision: str, key: str = "attack.precision") -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"{key} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+@contextmanager
+def _full_fp32_on_cuda() -> Iterator[None]:
+    """cuDNN convolutions and matmuls in IEEE fp32 (no TF32) inside, restored on exit."""
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+
+
+@contextmanager
+def _fp32(device_type: str) -> Iterator[None]:
+    with torch.autocast(device_type, enabled=False):
+        if device_type == "cuda":
+            with _full_fp32_on_cuda():
+                yield
+        else:
+            yield
+
+
+class AttackPrecision:
+    """The precision plan of one attack run (see ``PRECISIONS`` above).
+
+    ``whole()`` wraps the attack; ``step(k)`` wraps the clean target (``k=0``) and the forward and
+    backward of step k. Only ``fp32_first`` differs between steps: near x a KL attack's gradient
+    is second order in the 0.001 offset, below bf16's rounding, but after one signed step of
+    size step_size it is first order and bf16 keeps the attack's full strength (measured in
+    docs/performance.md; tests/test_precision.py).
+    """
+
+    def __init__(self, precision: str, device_type: str, loss: str = "ce", init: str = "uniform") -> None:
+        check_precision(precision)
+        if precision == "auto":
+            precision = "fp32_first" if kl_near_x(loss, init) else "inherit"
+        self.resolved, self.device_type = precision, device_type
+
+    def whole(self):
+        if self.resolved == "fp32":
+            return _fp32(self.device_type)
+        if self.resolved == "bf16":
+            return torch.autocast(self.device_type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def step(self, k: int):
+        return _fp32(self.device_type) if self.resolved == "fp32_first" and k == 0 else nullcontext()
+
+
+def attack_precision(precision: str, device_type: str, loss: str = "ce", init: str = "uniform"):
+    """A context running everything inside in ``precision`` (``fp32``, ``bf16``, ``inherit``;
+    ``auto`` resolved by loss and start, ``fp32_first`` as ``inherit`` since there are no steps)."""
+    return AttackPrecision(precision, device_type, loss, init).whole()
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._common import check_threat_model, eval_mode, input_gradient, project, random_start
+from ._common import AttackPrecision, check_threat_model, eval_mode, input_gradient, project, random_start
 from .pgd import attack_loss, check_loss, clean_probabilities
 
 
@@ -52,6 +52,7 @@ def boundary_pgd(
     step_noise_std: float = 0.0,
     compact: bool = True,
     early_exit: bool = True,
+    precision: str = "auto",
 ) -> BoundaryExamples:
     """Early-stopping PGD that returns BAT's ``last_clean`` and ``first_adv`` from ONE trajectory.
 
@@ -83,8 +84,10 @@ def boundary_pgd(
     check_loss(loss)
     K, n = int(steps), x.shape[0]
     x = x.detach()
-    with eval_mode(model), torch.enable_grad():
-        clean_probs = clean_probabilities(model, x, loss)
+    plan = AttackPrecision(precision, x.device.type, loss, init)
+    with eval_mode(model), torch.enable_grad(), plan.whole():
+        with plan.step(0):
+            clean_probs = clean_probabilities(model, x, loss)
         x_k = random_start(x, eps, init, init_std, generator)
         last_clean, first_adv = x_k.clone(), x_k.clone()
         first_mis = torch.full((n,), K, dtype=torch.long, device=x.device)
@@ -98,8 +101,9 @@ def boundary_pgd(
         active = torch.ones(n, dtype=torch.bool, device=x.device)   # first_adv not yet fixed
         for k in range(K):
             x_k.requires_grad_(True)
-            logits = model(x_k)
-            grad = input_gradient(attack_loss(loss, logits, y_a, probs_a), x_k)
+            with plan.step(k):
+                logits = model(x_k)
+                grad = input_gradient(attack_loss(loss, logits, y_a, probs_a), x_k)
             with torch.no_grad():
                 x_k = x_k.detach()
                 wrong = logits.argmax(dim=1) != y_a

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ATTACK_LOSSES as LOSSES
-from ._common import check_threat_model, eval_mode, input_gradient, project, random_start
+from ._common import AttackPrecision, check_precision, check_threat_model, eval_mode, input_gradient, project, random_start
 
 CW_CONFIDENCE = 50.0  # κ of the CW loss in the FAT/GAIRAT evaluation code
 
@@ -61,6 +61,7 @@ def pgd(
     init: str = "uniform",
     init_std: float = 0.001,
     generator: torch.Generator | None = None,
+    precision: str = "auto",
 ) -> Tensor:
     """Return adversarial examples in B∞(x, ε) ∩ [0, 1] after ``steps`` signed-gradient steps.
 
@@ -72,6 +73,9 @@ def pgd(
         loss: ``"ce"`` (PGD-AT, evaluation), ``"kl"`` (TRADES) or ``"cw"`` (CW∞ evaluation).
         init: ``"uniform"`` in the ε-ball, ``"normal"`` (x + init_std·N(0, I)) or ``"none"``.
         generator: optional torch.Generator on x's device for the random start.
+        precision: ``auto``, ``fp32``, ``fp32_first``, ``bf16`` or ``inherit``
+            (:class:`batlit.attacks.AttackPrecision`): ``auto`` keeps the ``kl`` loss from a
+            ``normal`` or ``none`` start at full strength under a bf16 training step.
     """
     if isinstance(eps, Tensor):  # per-sample budgets, checked once before the loop
         check_threat_model(float(eps.min()), step_size, steps)
@@ -80,12 +84,15 @@ def pgd(
         check_threat_model(eps, step_size, steps)
     check_loss(loss)
     x = x.detach()
-    with eval_mode(model), torch.enable_grad():
-        clean_probs = clean_probabilities(model, x, loss)
+    plan = AttackPrecision(precision, x.device.type, loss, init)
+    with eval_mode(model), torch.enable_grad(), plan.whole():
+        with plan.step(0):
+            clean_probs = clean_probabilities(model, x, loss)
         x_adv = random_start(x, eps, init, init_std, generator)
-        for _ in range(int(steps)):
+        for k in range(int(steps)):
             x_adv.requires_grad_(True)
-            grad = input_gradient(attack_loss(loss, model(x_adv), y, clean_probs), x_adv)
+            with plan.step(k):
+                grad = input_gradient(attack_loss(loss, model(x_adv), y, clean_probs), x_adv)
             x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
     return x_adv.detach()
 
@@ -102,10 +109,13 @@ class PGD:
         loss: str = "ce",
         init: str = "uniform",
         init_std: float = 0.001,
+        precision: str = "auto",
     ) -> None:
         check_threat_model(eps, step_size, steps)
+        check_precision(precision)
         self.model = model
-        self.kwargs = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, init=init, init_std=init_std)
+        self.kwargs = dict(eps=eps, step_size=step_size, steps=steps, loss=loss, init=init, init_std=init_std,
+                           precision=precision)
 
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return pgd(self.model, images, labels, generator=generator, **self.kwargs)

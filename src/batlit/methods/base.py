@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from ..attacks import pgd
+from ..attacks import attack_precision, pgd
+from ..attacks._common import check_precision
 from ..config import OPTIMIZERS, SCHEDULERS
 from ..metrics import ClassWiseRobustness
 
@@ -74,7 +75,10 @@ class AdversarialMethod(L.LightningModule):
         self.eps = float(attack["eps"])  # the threat model: validation and test attacks
         train_eps = attack["train"].get("eps")  # the training attack's, when it differs (linf_trades)
         self.train_attack = {"eps": self.eps if train_eps is None else float(train_eps),
-                             "steps": int(attack["train"]["steps"]), "step_size": float(attack["train"]["step_size"])}
+                             "steps": int(attack["train"]["steps"]), "step_size": float(attack["train"]["step_size"]),
+                             "precision": str(attack["train"].get("precision", "auto"))}
+        for phase in ("train", "val", "test"):  # one line before any forward pass, naming the key
+            check_precision(str(attack.get(phase, {}).get("precision", "auto")), f"attack.{phase}.precision")
         self.val_metric = ClassWiseRobustness(self.num_classes)
         self.test_metric = ClassWiseRobustness(self.num_classes)
         # rows: true class, columns: prediction under the evaluation attack (target-class fairness)
@@ -113,7 +117,8 @@ class AdversarialMethod(L.LightningModule):
                                "inference_mode=False (trainer.inference_mode=false)")
         spec = self.hparams.attack[phase]
         return pgd(self.model, x, y, eps=self.eps, step_size=float(spec["step_size"]),
-                   steps=int(spec["steps"]), loss=spec.get("loss", "ce"), init=spec.get("init", "uniform"))
+                   steps=int(spec["steps"]), loss=spec.get("loss", "ce"), init=spec.get("init", "uniform"),
+                   precision=spec.get("precision", "auto"))
 
     def _robustness_step(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
         x, y = batch
@@ -138,8 +143,10 @@ class AdversarialMethod(L.LightningModule):
         self._robustness_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        # the final numbers in fp32 whatever trainer.precision (weights stay fp32 under mixed precision)
-        with torch.autocast(device_type=batch[0].device.type, enabled=False):
+        # attack.test.precision (fp32 by default) covers the clean and adversarial forwards too:
+        # the final numbers do not depend on trainer.precision (weights stay fp32 under mixed precision)
+        precision = self.hparams.attack["test"].get("precision", "fp32")
+        with attack_precision("fp32" if precision == "auto" else precision, batch[0].device.type):
             self._robustness_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
