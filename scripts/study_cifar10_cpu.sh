@@ -31,7 +31,9 @@ if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred im
   OUT=${OUT:-outputs/study_cifar10_cpu_dryrun}
 fi
 OUT=${OUT:-outputs/study_cifar10_cpu}
-stamp_protocol "experiment=study_cifar10_cpu dry_run=${BATLIT_DRY_RUN:-0}"
+# fidelity=issue18: lr decays from the milestone epoch, TRADES/FRL forward the clean images twice;
+# runs made before that are another protocol and are not mixed into the same folder
+stamp_protocol "experiment=study_cifar10_cpu dry_run=${BATLIT_DRY_RUN:-0} fidelity=issue18"
 
 train() {  # train NAME OVERRIDES...: one run into $OUT/NAME, skipped when finished, resumed when killed
   local name=$1; shift
@@ -58,7 +60,9 @@ for seed in $SEEDS; do
       table4_wo_good) [[ " $TABLE4_SEEDS " == *" $seed "* ]] || continue
                       train table4_wo_good/seed$seed method=pgd_at 'data.exclude_classes=[1,6,8,9]' \
                           data.train_subset=3600 seed=$seed ;;
-      frl)  # Reweight+Remargin fine-tunes this seed's finished PGD-AT for 4 epochs
+      frl)  # Reweight+Remargin fine-tunes this seed's finished PGD-AT for 4 epochs. The hot start held out
+            # the same 1,000 validation images (same seed and data.val_size), so FRL's split was never
+            # PGD-AT training data; FRL checks this when it starts (method.init_ckpt)
         train pgd_at/seed$seed method=pgd_at seed=$seed
         for tau in 0.05 0.07; do
           train frl_tau$tau/seed$seed method=frl_rwrm method.bound=$tau seed=$seed epochs=4 scheduler=constant \

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The paper-scale reproduction on CIFAR-10 (ResNet-18, the paper's Table 1 and Table 3 rows), for a
 # GPU: each method runs its paper experiment config (conf/experiment/<method>_cifar10.yaml: the
-# paper's epochs, lr schedule and attacks) on the full training set (49,000 images; 1,000 held out
-# for validation) and the full test set, 3 seeds; FRL (Reweight+Remargin, tau 0.05 and 0.07)
-# fine-tunes each seed's PGD-AT and its tau is chosen on the validation split; PGD-AT without the
+# paper's epochs, lr schedule and attacks) on the full training set (50,000 images, as the authors
+# train; BAT's config holds out 1,000 for validation) and the full test set, 3 seeds; FRL
+# (Reweight+Remargin, tau 0.05 and 0.07) fine-tunes a PGD-AT hot start that held FRL's 3,000-image
+# validation split out of training, and its tau is chosen on that split; PGD-AT without the
 # poor classes 2-5 or the good classes 1, 6, 8, 9 (Table 4); then AutoAttack on PGD-AT, TRADES(6)
 # and BAT, the source/target-class analysis with the Figure 5 gallery, and batlit.report. Resumable like scripts/study_cifar10_cpu.sh: finished steps are skipped and a killed
 # run continues from its last.ckpt.
@@ -79,11 +80,11 @@ for seed in $SEEDS; do
       pgd_at|trades1|trades6|fat|gairat|bat) train $method/seed$seed ${method}_cifar10 seed=$seed ;;
       table4_wo_poor) train table4_wo_poor/seed$seed pgd_at_cifar10 'data.exclude_classes=[2,3,4,5]' seed=$seed ;;
       table4_wo_good) train table4_wo_good/seed$seed pgd_at_cifar10 'data.exclude_classes=[1,6,8,9]' seed=$seed ;;
-      frl)  # Reweight+Remargin fine-tunes this seed's finished PGD-AT
-        train pgd_at/seed$seed pgd_at_cifar10 seed=$seed
+      frl)  # Reweight+Remargin fine-tunes a PGD-AT that never saw FRL's validation images
+        train frl_hot_start/seed$seed pgd_at_hot_start_cifar10 seed=$seed
         for tau in 005 007; do
           train frl_tau$tau/seed$seed frl_rwrm_cifar10_tau$tau seed=$seed \
-              method.init_ckpt="$OUT/pgd_at/seed$seed/checkpoints/last.ckpt"
+              method.init_ckpt="$OUT/frl_hot_start/seed$seed/checkpoints/last.ckpt"
         done ;;
       *) echo "unknown method $method" >&2; exit 2 ;;
     esac

@@ -70,6 +70,30 @@ def test_baseline_experiments():
     assert g.method._target_.endswith("GAIRAT") and g.method.begin_epoch == 60 and g.epochs == 120
 
 
+@pytest.mark.parametrize("experiment", ["pgd_at_cifar10", "trades1_cifar10", "trades6_cifar10", "fat_cifar10",
+                                        "fat_trades_cifar10", "gairat_cifar10"])
+def test_reference_experiments_train_on_every_training_image(experiment):
+    """Issue 18: the authors' PGD-AT, TRADES, FAT and GAIRAT scripts train on all 50,000 CIFAR-10
+    images, so their paper configs hold out no validation split; the lr decays from the milestone."""
+    cfg = _compose(f"experiment={experiment}")
+    assert cfg.data.val_size == 0 and cfg.scheduler.count_from == 1
+
+
+def test_frl_experiments_keep_a_validation_split_and_their_hot_start_holds_it_out():
+    """FRL's multipliers need its 300-per-class validation split; the hot start is PGD-AT's paper
+    config with that split held out, and FRL's lr decays after its milestones (MultiStepLR.step(epoch))."""
+    hot = _compose("experiment=pgd_at_hot_start_cifar10")
+    pgd_at = _compose("experiment=pgd_at_cifar10")
+    for tau in ("005", "007"):
+        frl = _compose(f"experiment=frl_rwrm_cifar10_tau{tau}")
+        assert frl.data.val_size == hot.data.val_size == 3000 and frl.data.seed == hot.data.seed
+        assert frl.scheduler.count_from == 0 and list(frl.scheduler.milestones) == [40, 80]
+    with open_dict(hot):
+        hot.data.val_size = 0
+    assert hot == pgd_at  # PGD-AT's recipe otherwise
+    assert _compose("experiment=study_cifar10_cpu").data.val_size == 1000  # picks FRL's tau on validation
+
+
 METHODS = [name for group, name in OPTIONS if group == "method"]
 
 
@@ -89,6 +113,7 @@ def test_every_method_passes_the_early_option_check(method):
     (["method=gairat", "attack.train.steps=1"], "attack.train.steps"),
     (["method=fat", "method.omega=-1"], "method.omega"),
     (["method=frl_rwrm", "method.reweight=false", "method.remargin=false"], "FRL needs reweight"),
+    (["method=frl_rm", "method.reweight=[margins]"], "method.reweight"),
 ])
 def test_bad_method_options_are_one_config_error_without_data(overrides, needle):
     from batlit.config import ConfigError

@@ -250,6 +250,8 @@ def validate(cfg: DictConfig, check_paths: bool = True) -> None:
         milestones = _get(cfg, "scheduler.milestones")
         if not (OmegaConf.is_list(milestones) and all(_is_int(m) and m >= 1 for m in milestones)):
             raise ConfigError(f"scheduler.milestones must be a list of epochs >= 1, got {milestones!r}")
+        _check(cfg, "scheduler.count_from", lambda v: _is_int(v) and v in (0, 1),
+               "1 (the lr drops at the start of 1-based epoch m) or 0 (after epoch m)")
         factors = _get(cfg, "scheduler.factors")
         if factors is not None and not (OmegaConf.is_list(factors) and len(factors) == len(milestones)):
             raise ConfigError(f"scheduler.factors must have one value per milestone ({len(milestones)}), "

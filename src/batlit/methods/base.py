@@ -28,17 +28,33 @@ SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "ro
 
 class StepDecay:
     """lr factor γ^(milestones passed), or ``factors[i]`` after the (i+1)-th milestone when given
-    (FAT/GAIRAT: 0.1, 0.01, 0.005) — a MultiStepLR whose state is plain numbers."""
+    (FAT/GAIRAT: 0.1, 0.01, 0.005) — a MultiStepLR whose state is plain numbers.
 
-    def __init__(self, milestones: Sequence[int], gamma: float = 0.1, factors: Sequence[float] | None = None) -> None:
+    ``LambdaLR`` calls it with the number of finished epochs e (Lightning steps it after each
+    epoch), i.e. for 1-based epoch e + 1. ``count_from`` says how the milestones count epochs:
+
+    - 1: milestone m is the first 1-based epoch at the decayed lr: the ``if epoch >= m`` of the
+      TRADES and BAT scripts, FAT's ``adjust_learning_rate(optimizer, epoch + 1)`` and GAIRAT's
+      ``lr_schedule(epoch + 1)``;
+    - 0: the decay starts after m epochs, in 1-based epoch m + 1: torch's ``MultiStepLR`` stepped
+      after each epoch, as FRL's scripts do (``lr_scheduler.step(now_epoch)``, hannxu123/fair_robust).
+    """
+
+    def __init__(self, milestones: Sequence[int], gamma: float = 0.1, factors: Sequence[float] | None = None,
+                 count_from: int = 1) -> None:
         self.milestones = sorted(int(m) for m in milestones)
         self.gamma = float(gamma)
         self.factors = [float(f) for f in factors] if factors else None
         if self.factors is not None and len(self.factors) != len(self.milestones):
             raise ValueError(f"scheduler.factors needs one value per milestone, got {factors} for {milestones}")
+        if isinstance(count_from, bool) or count_from not in (0, 1):
+            raise ValueError(f"scheduler.count_from must be 1 (the lr drops at the start of epoch m) or 0 "
+                             f"(after epoch m), got {count_from!r}")
+        self.count_from = int(count_from)
 
     def __call__(self, epoch: int) -> float:
-        passed = sum(epoch >= m for m in self.milestones)
+        # epoch = finished epochs; epoch + count_from numbers the running epoch as the milestones do
+        passed = sum(epoch + self.count_from >= m for m in self.milestones)
         if self.factors is not None:
             return self.factors[passed - 1] if passed else 1.0
         return self.gamma ** passed
@@ -179,7 +195,8 @@ class AdversarialMethod(L.LightningModule):
             return optimizer
         if kind == "multistep":
             schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, StepDecay(sched_cfg["milestones"], sched_cfg.get("gamma", 0.1), sched_cfg.get("factors")))
+                optimizer, StepDecay(sched_cfg["milestones"], sched_cfg.get("gamma", 0.1), sched_cfg.get("factors"),
+                                     sched_cfg.get("count_from", 1)))
             interval = "epoch"
         elif kind == "cosine":
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))

@@ -64,11 +64,16 @@ class FAT(FriendlyAttack, PGDAT):
 
 
 class FATTRADES(FriendlyAttack, TRADES):
-    """FAT for TRADES: CE(f(x), y) + β·KL(f(x) ‖ f(x̃)), x̃ from KL early-stopped PGD from x + 0.001·N(0, I)."""
+    """FAT for TRADES: CE(f(x), y) + β·KL(f(x) ‖ f(x̃)), x̃ from KL early-stopped PGD from x + 0.001·N(0, I).
+
+    Two train-mode forwards by default, clean then adversarial, both terms sharing the clean logits:
+    FAT_for_TRADES.py's ``natural_logits = model(output_natural); adv_logits = model(output_adv)``
+    (TRADES' own ``trades_loss`` makes three; :func:`~batlit.methods.trades.trades_logits`).
+    """
 
     attack_loss, attack_init = "kl", "normal"
 
     def __init__(self, *args, tau_schedule=((1, 0), (31, 1), (51, 2), (71, 3)), omega: float = 0.0,
-                 init_std: float = 0.001, **kwargs) -> None:
-        super().__init__(*args, init_std=init_std, **kwargs)
+                 init_std: float = 0.001, reuse_clean_logits: bool = True, **kwargs) -> None:
+        super().__init__(*args, init_std=init_std, reuse_clean_logits=reuse_clean_logits, **kwargs)
         self._setup_friendly(tau_schedule, omega, init_std)
