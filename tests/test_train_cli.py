@@ -56,6 +56,10 @@ def test_quickstart_prints_the_table_and_the_output_dir(tmp_path, epochs):
     out = proc.stdout
     for word in ("class", "Std", "Bndy", "Rob", "avg", "worst", "Outputs written to", str(tmp_path)):
         assert word in out
+    # the cost of the run, said before training starts (batlit/cost.py)
+    estimate = next(line for line in out.splitlines() if line.startswith("batlit: estimated "))
+    assert f"({epochs or 15} epochs, validation and test included; pgd_at, small_cnn on cpu" in estimate
+    assert out.index(estimate) < out.index("Outputs written to")
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["method"] == "pgd_at" and record["data"] == "digits"
     # adversarial training on digits: robust error clearly above standard error, and unequal across classes

@@ -163,6 +163,29 @@ def count_step_flops(method, x, y, autocast: Callable) -> int:
     return counter.total
 
 
+def profile_step(method, x, y, autocast: Callable, rows: int = 12) -> list[dict[str, Any]]:
+    """One training step under torch.profiler: the ``rows`` operators with the most self time
+    (CPU, or CUDA on a GPU), each with its share of the step and its number of calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = x.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.01, momentum=0.9)
+    with profile(activities=activities) as prof:
+        with autocast():
+            loss = method.objective(x, y, method.perturb(x, y))["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if on_gpu:
+            torch.cuda.synchronize()
+    attr = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    return [{"op": e.key, "self_ms": getattr(e, attr) / 1000, "share": getattr(e, attr) / total, "calls": e.count}
+            for e in events[:rows]]
+
+
 def forward_flops_per_image(model, x) -> float:
     model.eval()
     with torch.no_grad(), _flop_counter() as counter:
@@ -170,47 +193,30 @@ def forward_flops_per_image(model, x) -> float:
     return counter.total / len(x)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    unknown = [m for m in cfg.methods if m not in CHOICES]
-    if unknown:
-        raise ConfigError(f"methods: unknown {unknown}; choose from {list(CHOICES)}")
-    for key in ("batch_size", "repeats"):
-        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
-            raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
-    if str(cfg.precision) not in ("32", "bf16"):
-        raise ConfigError(f"precision must be 32 or bf16, got {cfg.precision!r}")
-    import lightning as L
+def resolve_switches(precision: Any, channels_last: Any, device: torch.device) -> tuple[str, bool]:
+    """``auto``: bf16 and channels_last where the device computes bf16 fast (a GPU, or a CPU with
+    bf16 in hardware: ``batlit.config.fast_bf16``), else fp32 and contiguous — what training uses."""
+    from .config import cpu_has_bf16
 
-    L.seed_everything(cfg.seed, verbose=False)
-    device = resolve_device(cfg.device)
-    trained = None
-    if cfg.ckpt:  # before any data: a refused checkpoint costs a second
-        from .checkpoint import load_run
+    fast = device.type == "cuda" or cpu_has_bf16()
+    precision = ("bf16" if fast else "32") if str(precision) == "auto" else str(precision)
+    channels_last = fast if str(channels_last) == "auto" else bool(channels_last)
+    return precision, channels_last
 
-        trained = load_run(cfg.ckpt)
-    datamodule = hydra.utils.instantiate(cfg.data, batch_size=cfg.batch_size)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    with open_dict(cfg):
-        if cfg.data.get("num_classes") is None:
-            cfg.data.num_classes = datamodule.num_classes
-    x, y = next(iter(datamodule.train_dataloader()))
-    x, y = x.to(device), y.to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    x = x.contiguous(memory_format=memory_format)
-    base_model = trained.model if trained is not None else hydra.utils.instantiate(cfg.model, channels_last=False)
+
+def time_methods(cfg: DictConfig, base_model, x, y, device, precision: str, channels_last: bool) -> dict[str, Any]:
+    """Every method of ``cfg.methods`` timed on the batch with one precision and memory layout."""
     from .models import Normalize
 
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=memory_format)
+    base_model = copy.deepcopy(base_model)
     for module in base_model.modules():  # the bench's switch decides the layout, not model.channels_last
         if isinstance(module, Normalize):
-            module.channels_last = bool(cfg.channels_last)
+            module.channels_last = channels_last
     base_model = base_model.to(device, memory_format=memory_format)
-    if device.type == "cuda":
-        sync = torch.cuda.synchronize
-        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if str(cfg.precision) == "bf16" else nullcontext
-    else:
-        sync = lambda: None  # noqa: E731
-        autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if str(cfg.precision) == "bf16" else nullcontext
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     peak = bf16_peak(device_name) if device.type == "cuda" else None
     results: dict[str, Any] = {}
@@ -231,6 +237,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             entry["achieved_tflops"] = flops / median / 1e12
             if peak is not None:
                 entry["fraction_of_bf16_peak"] = flops / median / peak
+        if cfg.get("profile"):  # after timing: where one step's time goes, by operator
+            entry["profile"] = profile_step(method, x, y, autocast, int(cfg.profile_rows))
         if name.startswith("bat"):
             stats = method.steps_to_boundary.compute()
             entry["mean_steps_to_boundary"] = float(stats["mean"])
@@ -239,23 +247,68 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         flops_note = f" {entry['achieved_tflops']:8.2f} TFLOP/s" if "achieved_tflops" in entry else ""
         if "fraction_of_bf16_peak" in entry:
             flops_note += f" ({100 * entry['fraction_of_bf16_peak']:.1f}% of bf16 peak)"
-        print(f"{name:<14} {median * 1000:10.1f} ms/step {len(x) / median:10.1f} images/s{flops_note}", flush=True)
+        layout = f"{precision}{' + channels_last' if channels_last else ''}"
+        print(f"{name:<14} {layout:<22} {median * 1000:10.1f} ms/step {len(x) / median:10.1f} images/s{flops_note}",
+              flush=True)
+        for row in entry.get("profile", [])[:5]:
+            print(f"    {row['op']:<44} {row['self_ms']:9.1f} ms {100 * row['share']:5.1f}%  x{row['calls']}")
+    return results
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    unknown = [m for m in cfg.methods if m not in CHOICES]
+    if unknown:
+        raise ConfigError(f"methods: unknown {unknown}; choose from {list(CHOICES)}")
+    for key in ("batch_size", "repeats"):
+        if not (isinstance(cfg[key], int) and cfg[key] >= 1):
+            raise ConfigError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
+    if str(cfg.precision) not in ("auto", "32", "bf16"):
+        raise ConfigError(f"precision must be auto, 32 or bf16, got {cfg.precision!r}")
+    if str(cfg.channels_last) not in ("auto", "True", "False"):
+        raise ConfigError(f"channels_last must be auto, true or false, got {cfg.channels_last!r}")
+    import lightning as L
+
+    L.seed_everything(cfg.seed, verbose=False)
+    device = resolve_device(cfg.device)
+    trained = None
+    if cfg.ckpt:  # before any data: a refused checkpoint costs a second
+        from .checkpoint import load_run
+
+        trained = load_run(cfg.ckpt)
+    datamodule = hydra.utils.instantiate(cfg.data, batch_size=cfg.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        if cfg.data.get("num_classes") is None:
+            cfg.data.num_classes = datamodule.num_classes
+    x, y = next(iter(datamodule.train_dataloader()))
+    x, y = x.to(device), y.to(device)
+    base_model = trained.model if trained is not None else hydra.utils.instantiate(cfg.model, channels_last=False)
+    precision, channels_last = resolve_switches(cfg.precision, cfg.channels_last, device)
+    results = time_methods(cfg, base_model, x, y, device, precision, channels_last)
     ratios = {}
     if "bat" in results and "pgd_at" in results:
         ratios["bat_over_pgd_at"] = results["bat"]["seconds_per_step"] / results["pgd_at"]["seconds_per_step"]
     if "bat" in results and "reference_bat" in results:
         ratios["reference_over_bat"] = results["reference_bat"]["seconds_per_step"] / results["bat"]["seconds_per_step"]
+    baseline = None
+    if cfg.get("baseline") and (precision, channels_last) != ("32", False):  # side by side with fp32 contiguous
+        baseline = time_methods(cfg, base_model, x, y, device, "32", False)
+        for name, entry in results.items():
+            ratios[f"{name}_speedup_over_fp32"] = baseline[name]["seconds_per_step"] / entry["seconds_per_step"]
     for key, value in ratios.items():
-        print(f"{key:<20} {value:.3f}")
+        print(f"{key:<28} {value:.3f}")
     picked = {k: v for k, v in hydra.core.hydra_config.HydraConfig.get().runtime.choices.items()
               if k in ("model", "data")}
+    peak = bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     record = {
         "model": picked.get("model"), "data": picked.get("data"), "batch_size": len(x),
         "image_shape": list(x.shape[1:]), "device": torch.cuda.get_device_name() if device.type == "cuda" else
         f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
-        "precision": str(cfg.precision), "channels_last": bool(cfg.channels_last), "warmup": cfg.warmup,
+        "precision": precision, "channels_last": channels_last, "warmup": cfg.warmup,
         "repeats": cfg.repeats, "attack": OmegaConf.to_container(cfg.attack.train), "eps": cfg.attack.eps,
         "torch_version": torch.__version__, "methods": results, "ratios": ratios,
+        "fp32_contiguous": baseline,
         "model_forward_gflops_per_image": forward_flops_per_image(copy.deepcopy(base_model), x) / 1e9,
         "bf16_peak_tflops": peak / 1e12 if peak else None,
     }

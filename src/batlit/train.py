@@ -122,6 +122,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     callbacks += [_instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
     trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks,
                            plugins=trainer_plugins(cfg, AtomicCheckpointIO()))
+    if cfg.get("estimate_cost", True) and trainer.is_global_zero:
+        announce_cost(cfg, trainer, method, datamodule)
     try:
         record = _fit_and_test(cfg, trainer, method, datamodule, run_dir, ckpt_path)
     finally:
@@ -129,6 +131,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero and "rob_avg" in record:
         print_summary(record, run_dir, loggers)
     return record
+
+
+def announce_cost(cfg: DictConfig, trainer: Any, method: Any, datamodule: Any) -> None:
+    """One line before training: the estimated time per epoch and for the run (batlit/cost.py).
+    An estimate that cannot be made (a compiled model, an unusual method) is skipped, never fatal."""
+    from .cost import cost_line, estimate
+
+    device = trainer.strategy.root_device
+    try:
+        est = estimate(method, datamodule, device, str(trainer.precision), epochs=int(cfg.epochs),
+                       val_every=int(trainer.check_val_every_n_epoch or 1), world_size=trainer.world_size,
+                       test=bool(cfg.get("test", True)))
+    except Exception as err:  # noqa: BLE001 - an estimate is a courtesy; the run goes on
+        log.debug("no run-time estimate: %s", err)
+        return
+    what = f"{picked_name(cfg)}, {choices().get('model') or cfg.model._target_} on {device.type}, {trainer.precision}"
+    print(cost_line(est, int(cfg.epochs), device, what), flush=True)
 
 
 def build_method(cfg: DictConfig, model: Any, node: DictConfig | None = None, **kwargs: Any) -> Any:

@@ -1,0 +1,40 @@
+"""The run-time estimate printed before training (batlit/cost.py): a timed probe on a copy."""
+
+from __future__ import annotations
+
+import torch
+
+from batlit.cost import LONG_CPU_RUN_HOURS, cost_line, estimate
+from batlit.data import SyntheticDataModule
+from batlit.methods import BAT
+from batlit.models import small_cnn
+from batlit.precision_check import ATTACK, OPTIMIZER
+
+
+def test_the_probe_times_the_run_and_leaves_it_untouched():
+    dm = SyntheticDataModule(n_train=96, n_test=40, image_size=8, val_size=24, batch_size=16, seed=0)
+    dm.setup("fit")
+    method = BAT(small_cnn(num_classes=10, in_channels=3, width=4), attack=ATTACK, optimizer=OPTIMIZER)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    torch.manual_seed(123)
+    est = estimate(method, dm, torch.device("cpu"), "32-true", epochs=10, val_every=5)
+    after_rng = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after_rng, torch.rand(3))  # the run's random stream is where it was
+    assert all(torch.equal(before[k], v) for k, v in method.state_dict().items())  # weights, BN statistics
+    assert method.steps_to_boundary.update_count == 0  # the probe's attack updated its copy's metric only
+    assert 0 < est["train_epoch_s"] < est["total_s"] and est["val_s"] > 0
+    # 10 training epochs and 2 validations (every 5th epoch) of 24 images, then the test split
+    assert est["total_s"] > 10 * est["train_epoch_s"] + 2 * est["val_s"]
+
+
+def test_the_line_points_a_long_cpu_run_to_the_cpu_study_and_a_gpu():
+    short = {"train_epoch_s": 30.0, "val_s": 5.0, "total_s": 3600.0}
+    long = {"train_epoch_s": 900.0, "val_s": 60.0, "total_s": (LONG_CPU_RUN_HOURS + 1) * 3600}
+    line = cost_line(short, 110, torch.device("cpu"), "bat, resnet18 on cpu, bf16-mixed")
+    assert line == ("batlit: estimated 30 s per training epoch, 60 min for the whole run (110 epochs, validation "
+                    "and test included; bat, resnet18 on cpu, bf16-mixed)")
+    line = cost_line(long, 110, torch.device("cpu"), "bat")
+    assert "15 min per training epoch, 3.0 h for the whole run" in line
+    assert "experiment=study_cifar10_cpu" in line and "trainer=gpu" in line
+    assert "study_cifar10_cpu" not in cost_line(long, 110, torch.device("cuda"), "bat")
