@@ -23,9 +23,10 @@ test-all: ## every test, slow ones included
 quickstart: ## the README's first run: PGD-AT on the bundled digits, per-class table
 	$(BIN)/python -m batlit.train experiment=quickstart
 
-bench: ## training-step benchmark on the CPU (small CNN and ResNet-18, batch 128) into outputs/bench/
-	$(BIN)/python -m batlit.bench model=small_cnn batch_size=128 repeats=5 out=outputs/bench/small_cnn_b128_cpu.json
-	$(BIN)/python -m batlit.bench model=resnet18 batch_size=128 repeats=3 out=outputs/bench/resnet18_b128_cpu.json
+bench: ## training-step benchmark, default fast path beside fp32 contiguous (small CNN width 16, ResNet-18; batch 128) into outputs/bench/
+	$(BIN)/python -m batlit.bench model=small_cnn model.width=16 batch_size=128 repeats=5 'methods=[standard,pgd_at,trades,bat]' baseline=true profile=true count_flops=false out=outputs/bench/small_cnn16_b128.json
+	$(BIN)/python -m batlit.bench model=resnet18 batch_size=128 repeats=3 'methods=[pgd_at]' baseline=true profile=true count_flops=false out=outputs/bench/resnet18_b128.json
+	$(BIN)/python -m batlit.precision_check --out outputs/bench/precision_check.json
 
 clean: ## remove caches and run outputs (keeps $(VENV))
 	rm -rf outputs multirun .pytest_cache build dist src/*.egg-info

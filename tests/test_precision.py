@@ -147,3 +147,20 @@ def test_a_bad_precision_is_one_line_naming_the_key():
     attack = {**ATTACK, "val": {**ATTACK["val"], "precision": "fp16"}}
     with pytest.raises(ValueError, match="attack.val.precision must be one of"):
         PGDAT(small_cnn(num_classes=3, in_channels=1, width=4), attack=attack, optimizer=OPTIMIZER)
+
+
+def test_bf16_evaluation_hands_the_attacks_fp32_logits_from_a_bf16_model():
+    """``batlit.evaluate precision=bf16``: torchattacks' APGD reads its losses back as numpy arrays,
+    which have no bf16; the wrapped model computes in bf16 and returns fp32 logits."""
+    import torchattacks
+
+    from batlit.attacks import AutocastLogits
+
+    model = small_cnn(num_classes=3, in_channels=1, width=4).eval()
+    inner = []
+    model.classifier.register_forward_hook(lambda m, i, o: inner.append(o.dtype))
+    wrapped = AutocastLogits(model)
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    assert wrapped(x).dtype == torch.float32 and inner == [torch.bfloat16]
+    x_adv = torchattacks.APGD(wrapped, norm="Linf", eps=0.1, steps=2, seed=0)(x, y)
+    assert x_adv.shape == x.shape and (x_adv - x).abs().max() <= 0.1 + 1e-6

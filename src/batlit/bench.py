@@ -102,23 +102,25 @@ def _build(name: str, model, cfg: DictConfig):
     return method
 
 
-def time_step(method, x, y, *, warmup: int, repeats: int, autocast: Callable, sync: Callable) -> list[float]:
-    optimizer = torch.optim.SGD(method.model.parameters(), lr=0.01, momentum=0.9)
-    method.model.train()
-    times = []
-    for i in range(warmup + repeats):
-        sync()
+class StepTimer:
+    """One method's training steps (attack in eval mode, objective, backward, SGD) on one batch."""
+
+    def __init__(self, method, x, y, autocast: Callable, sync: Callable) -> None:
+        self.method, self.x, self.y, self.autocast, self.sync = method, x, y, autocast, sync
+        self.optimizer = torch.optim.SGD(method.model.parameters(), lr=0.01, momentum=0.9)
+        method.model.train()
+
+    def step(self) -> float:
+        self.sync()
         start = time.perf_counter()
-        with autocast():
-            examples = method.perturb(x, y)
-            loss = method.objective(x, y, examples)["loss"]
+        with self.autocast():
+            examples = self.method.perturb(self.x, self.y)
+            loss = self.method.objective(self.x, self.y, examples)["loss"]
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sync()
+        return time.perf_counter() - start
 
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (SXM parts), in FLOP/s, for the
@@ -204,54 +206,71 @@ def resolve_switches(precision: Any, channels_last: Any, device: torch.device) -
     return precision, channels_last
 
 
-def time_methods(cfg: DictConfig, base_model, x, y, device, precision: str, channels_last: bool) -> dict[str, Any]:
-    """Every method of ``cfg.methods`` timed on the batch with one precision and memory layout."""
+def _layout(base_model, x, device, precision: str, channels_last: bool):
+    """The model and batch in one memory layout, and the autocast of one precision."""
     from .models import Normalize
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    x = x.contiguous(memory_format=memory_format)
-    base_model = copy.deepcopy(base_model)
-    for module in base_model.modules():  # the bench's switch decides the layout, not model.channels_last
+    model = copy.deepcopy(base_model)
+    for module in model.modules():  # the bench's switch decides the layout, not model.channels_last
         if isinstance(module, Normalize):
             module.channels_last = channels_last
-    base_model = base_model.to(device, memory_format=memory_format)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    return model.to(device, memory_format=memory_format), x.contiguous(memory_format=memory_format), autocast
+
+
+def time_methods(cfg: DictConfig, base_model, x, y, device,
+                 settings: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+    """Every method of ``cfg.methods`` timed on the batch in each (precision, channels_last) setting.
+
+    The settings take turns step by step (A, B, A, B, ...), so that a machine whose speed drifts
+    (a shared VM, a CPU changing its clock) slows every setting alike and their ratio holds."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     peak = bf16_peak(device_name) if device.type == "cuda" else None
-    results: dict[str, Any] = {}
+    layouts = [_layout(base_model, x, device, *setting) for setting in settings]
+    results: list[dict[str, Any]] = [{} for _ in settings]
     for name in cfg.methods:
-        torch.manual_seed(cfg.seed)
-        method = _build(name, copy.deepcopy(base_model), cfg).to(device)
+        timers = []
+        for model, xs, autocast in layouts:
+            torch.manual_seed(cfg.seed)
+            timers.append(StepTimer(_build(name, copy.deepcopy(model), cfg).to(device), xs, y, autocast, sync))
+        times: list[list[float]] = [[] for _ in settings]
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        times = time_step(method, x, y, warmup=cfg.warmup, repeats=cfg.repeats, autocast=autocast, sync=sync)
-        median = statistics.median(times)
-        entry = {"seconds_per_step": median, "images_per_s": len(x) / median, "times": times}
-        if device.type == "cuda":
-            entry["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        entry["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        if cfg.count_flops:  # after timing, on the same batch: the attack's early stops count as run
-            flops = count_step_flops(method, x, y, autocast)
-            entry["flops_per_step"] = flops
-            entry["achieved_tflops"] = flops / median / 1e12
-            if peak is not None:
-                entry["fraction_of_bf16_peak"] = flops / median / peak
-        if cfg.get("profile"):  # after timing: where one step's time goes, by operator
-            entry["profile"] = profile_step(method, x, y, autocast, int(cfg.profile_rows))
-        if name.startswith("bat"):
-            stats = method.steps_to_boundary.compute()
-            entry["mean_steps_to_boundary"] = float(stats["mean"])
-            entry["never_misclassified"] = float(stats["never"])
-        results[name] = entry
-        flops_note = f" {entry['achieved_tflops']:8.2f} TFLOP/s" if "achieved_tflops" in entry else ""
-        if "fraction_of_bf16_peak" in entry:
-            flops_note += f" ({100 * entry['fraction_of_bf16_peak']:.1f}% of bf16 peak)"
-        layout = f"{precision}{' + channels_last' if channels_last else ''}"
-        print(f"{name:<14} {layout:<22} {median * 1000:10.1f} ms/step {len(x) / median:10.1f} images/s{flops_note}",
-              flush=True)
-        for row in entry.get("profile", [])[:5]:
-            print(f"    {row['op']:<44} {row['self_ms']:9.1f} ms {100 * row['share']:5.1f}%  x{row['calls']}")
+        for i in range(cfg.warmup + cfg.repeats):
+            for timer, recorded in zip(timers, times):
+                elapsed = timer.step()
+                if i >= cfg.warmup:
+                    recorded.append(elapsed)
+        for k, ((precision, channels_last), timer) in enumerate(zip(settings, timers)):
+            method, xs, autocast = timer.method, timer.x, timer.autocast
+            median = statistics.median(times[k])
+            entry = {"seconds_per_step": median, "images_per_s": len(xs) / median, "times": times[k]}
+            if device.type == "cuda":
+                entry["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            entry["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            if cfg.count_flops:  # after timing, on the same batch: the attack's early stops count as run
+                flops = count_step_flops(method, xs, y, autocast)
+                entry["flops_per_step"] = flops
+                entry["achieved_tflops"] = flops / median / 1e12
+                if peak is not None:
+                    entry["fraction_of_bf16_peak"] = flops / median / peak
+            if cfg.get("profile"):  # after timing: where one step's time goes, by operator
+                entry["profile"] = profile_step(method, xs, y, autocast, int(cfg.profile_rows))
+            if name.startswith("bat"):
+                stats = method.steps_to_boundary.compute()
+                entry["mean_steps_to_boundary"] = float(stats["mean"])
+                entry["never_misclassified"] = float(stats["never"])
+            results[k][name] = entry
+            flops_note = f" {entry['achieved_tflops']:8.2f} TFLOP/s" if "achieved_tflops" in entry else ""
+            if "fraction_of_bf16_peak" in entry:
+                flops_note += f" ({100 * entry['fraction_of_bf16_peak']:.1f}% of bf16 peak)"
+            layout = f"{precision}{' + channels_last' if channels_last else ''}"
+            print(f"{name:<14} {layout:<22} {median * 1000:10.1f} ms/step {len(xs) / median:10.1f} images/s"
+                  f"{flops_note}", flush=True)
+            for row in entry.get("profile", [])[:5]:
+                print(f"    {row['op']:<44} {row['self_ms']:9.1f} ms {100 * row['share']:5.1f}%  x{row['calls']}")
     return results
 
 
@@ -285,17 +304,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     x, y = x.to(device), y.to(device)
     base_model = trained.model if trained is not None else hydra.utils.instantiate(cfg.model, channels_last=False)
     precision, channels_last = resolve_switches(cfg.precision, cfg.channels_last, device)
-    results = time_methods(cfg, base_model, x, y, device, precision, channels_last)
+    settings = [(precision, channels_last)]
+    if cfg.get("baseline") and (precision, channels_last) != ("32", False):  # side by side with fp32 contiguous
+        settings.append(("32", False))
+    results, *rest = time_methods(cfg, base_model, x, y, device, settings)
+    baseline = rest[0] if rest else None
     ratios = {}
     if "bat" in results and "pgd_at" in results:
         ratios["bat_over_pgd_at"] = results["bat"]["seconds_per_step"] / results["pgd_at"]["seconds_per_step"]
     if "bat" in results and "reference_bat" in results:
         ratios["reference_over_bat"] = results["reference_bat"]["seconds_per_step"] / results["bat"]["seconds_per_step"]
-    baseline = None
-    if cfg.get("baseline") and (precision, channels_last) != ("32", False):  # side by side with fp32 contiguous
-        baseline = time_methods(cfg, base_model, x, y, device, "32", False)
-        for name, entry in results.items():
-            ratios[f"{name}_speedup_over_fp32"] = baseline[name]["seconds_per_step"] / entry["seconds_per_step"]
+    for name, entry in results.items() if baseline else ():
+        ratios[f"{name}_speedup_over_fp32"] = baseline[name]["seconds_per_step"] / entry["seconds_per_step"]
     for key, value in ratios.items():
         print(f"{key:<28} {value:.3f}")
     picked = {k: v for k, v in hydra.core.hydra_config.HydraConfig.get().runtime.choices.items()

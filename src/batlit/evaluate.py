@@ -119,8 +119,8 @@ def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: i
              progress: bool = True, desc: str = "", precision: str = "fp32") -> dict[str, Any]:
     """Clean and attacked predictions of every test image; per-class counts after each component.
 
-    ``precision``: ``fp32`` (no autocast, whatever surrounds the call) or ``bf16`` (autocast for
-    every forward, clean and attacked, and every attack that follows the surrounding autocast).
+    ``precision``: ``fp32`` runs everything without autocast, whatever surrounds the call;
+    ``bf16`` expects ``model`` (and the attacks' model) wrapped in :class:`batlit.attacks.AutocastLogits`.
     """
     import torch
     from tqdm.auto import tqdm
@@ -135,7 +135,7 @@ def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: i
     bar = tqdm(loader, desc=desc, disable=not progress, unit="batch", dynamic_ncols=True)
     for x, y in bar:
         x, y = x.to(device), y.to(device)
-        with attack_precision(precision, device.type):
+        with attack_precision("fp32" if precision == "fp32" else "inherit", device.type):
             with torch.no_grad():
                 clean = model(x).argmax(1)
             adv = clean.clone()
@@ -198,10 +198,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dm = datamodule_for(trained.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
     model = trained.model.to(device)
+    precision = str(cfg.get("precision", "fp32"))
+    if precision == "bf16":  # every forward in bf16, logits back in fp32 for the attacks' losses
+        from .attacks import AutocastLogits
+
+        model = AutocastLogits(model)
     K = len(trained.class_names)
     components = build_attack(spec, model, eps, K, cfg.seed)
     start = time.perf_counter()
-    precision = str(cfg.get("precision", "fp32"))
     out = evaluate(model, dm.test_dataloader(), components, K, device, progress=cfg.progress_bar,
                    desc=f"{name} eps={eps:.4g}", precision=precision)
     seconds = time.perf_counter() - start

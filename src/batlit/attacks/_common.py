@@ -88,6 +88,23 @@ def attack_precision(precision: str, device_type: str, loss: str = "ce", init: s
     return AttackPrecision(precision, device_type, loss, init).whole()
 
 
+class AutocastLogits(nn.Module):
+    """``model`` run under bf16 autocast on its input's device, its logits returned in fp32.
+
+    ``batlit.evaluate precision=bf16``: the attacks (PGD, torchattacks' AutoAttack, which reads
+    losses back as numpy arrays) compute their losses and steps on fp32 logits as they expect.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.num_classes = getattr(model, "num_classes", None)
+
+    def forward(self, x):
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x).float()
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run an attack with the model in eval mode (docs/design.md §3), restoring every submodule's flag."""
