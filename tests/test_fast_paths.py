@@ -51,6 +51,7 @@ def test_fast_paths_default_on_where_bf16_is_fast(monkeypatch, gpu, cpu_bf16):
     import batlit.config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100/H100
     monkeypatch.setattr(batlit.config, "cpu_has_bf16", lambda: cpu_bf16)
     cfg = _compose("data=cifar10", "model=resnet18")
     assert cfg.model.channels_last is (gpu or cpu_bf16)

@@ -27,18 +27,24 @@ class NonFiniteLossError(UserError):
     exit_code = 1
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2**31 - 1)
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one training epoch on one process; rank 0's is the single-process seed."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + int(rank) * 104_729 + 17) % (2**31 - 1)
 
 
 class EpochSeeding(L.Callback):
-    """Seed torch (CPU and CUDA), numpy and random from (seed, epoch) before each training epoch."""
+    """Seed torch (CPU and CUDA), numpy and random from (seed, epoch, rank) before each training epoch.
+
+    The rank keeps DDP processes from drawing the same crops, flips and attack noise at the same
+    batch positions of their different shards; a function of (seed, epoch, rank) keeps resume exact.
+    """
 
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
-        L.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+        L.seed_everything(epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank), workers=True,
+                          verbose=False)
 
 
 class EpochThroughput(L.Callback):

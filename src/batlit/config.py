@@ -161,10 +161,18 @@ def fast_bf16(accelerator: str = "auto") -> bool:
     return on_gpu(accelerator) or cpu_has_bf16()
 
 
-def fast_bf16_or(fast_value: Any, otherwise: Any, accelerator: str = "auto") -> Any:
-    """``${batlit_fast_bf16_or:bf16-mixed,32-true,${.accelerator}}``: the first value where
-    :func:`fast_bf16`, else the second."""
-    return fast_value if fast_bf16(accelerator) else otherwise
+def fast_precision(accelerator: str = "auto") -> str:
+    """``${batlit_precision:${.accelerator}}``, the default ``trainer.precision``: ``bf16-mixed``
+    where bf16 is fast (a GPU with bf16, Ampere and later; a CPU with bf16 in hardware);
+    ``16-mixed`` (fp16 autocast with a gradient scaler) on a GPU with fp16 tensor cores but no bf16
+    (V100, T4), where bf16 runs emulated and slowly; else ``32-true``."""
+    if on_gpu(accelerator):
+        import torch
+
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16-mixed"
+        return "16-mixed" if torch.cuda.get_device_capability() >= (7, 0) else "32-true"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
 
 
 def kept_classes(total: Any, classes: Any = None, exclude: Any = None) -> Any:
@@ -183,7 +191,7 @@ def register_resolvers() -> None:
                      ("batlit_on_gpu", lambda acc="auto": on_gpu(acc)),
                      ("batlit_gpu_or", lambda a, b, acc="auto": gpu_or(a, b, acc)),
                      ("batlit_fast_bf16", lambda acc="auto": fast_bf16(acc)),
-                     ("batlit_fast_bf16_or", lambda a, b, acc="auto": fast_bf16_or(a, b, acc)),
+                     ("batlit_precision", lambda acc="auto": fast_precision(acc)),
                      ("batlit_kept", kept_classes)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -218,15 +218,22 @@ def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path, c
         "num_test_samples": int(sum(summary["count_per_class"])),
         "attack": {"name": "pgd", "eps": cfg.attack.eps, **OmegaConf.to_container(cfg.attack.test)},
         "batlit_version": _version(), "torch_version": torch.__version__,
-        "fast_paths": {"precision": str(trainer.precision), "channels_last": bool(cfg.model.get("channels_last", False)),
-                       "on_device": bool(cfg.data.get("on_device", False)) and method.device.type != "cpu",
-                       "compile": bool(cfg.get("compile", False))},
+        "fast_paths": fast_paths(cfg, trainer),
         **summary,
         "val": val,  # the last validation (same attack as attack.val): for choosing hyper-parameters
     }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def fast_paths(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
+    """The switches the run trained with, for metrics.json. The device is the strategy's: after
+    ``trainer.test()`` Lightning has moved the module back to the CPU, so ``method.device`` would
+    say cpu for every GPU run."""
+    return {"precision": str(trainer.precision), "channels_last": bool(cfg.model.get("channels_last", False)),
+            "on_device": bool(cfg.data.get("on_device", False)) and trainer.strategy.root_device.type != "cpu",
+            "compile": bool(cfg.get("compile", False))}
 
 
 def print_summary(record: dict[str, Any], run_dir: Path, loggers: list[Any]) -> None:

@@ -13,6 +13,29 @@ from torch import nn
 from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
+class AdaptiveAvgPool2x2(nn.Module):
+    """``nn.AdaptiveAvgPool2d(2)`` as two small averaging matrices: the same windows and values,
+    but its backward is a matmul, which has a deterministic CUDA kernel (adaptive pooling's
+    backward has none, so ``trainer.deterministic=true`` stopped on a GPU). No parameters: the
+    state dict, and so every checkpoint, is unchanged."""
+
+    size = 2
+
+    @staticmethod
+    def _windows(n: int, out: int, like: torch.Tensor) -> torch.Tensor:
+        """(out, n): row i averages PyTorch's adaptive window [floor(i·n/out), ceil((i+1)·n/out))."""
+        i = torch.arange(out, device=like.device)
+        start, end = (i * n) // out, -((-(i + 1) * n) // out)
+        cols = torch.arange(n, device=like.device)
+        inside = (cols >= start[:, None]) & (cols < end[:, None])
+        return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = self._windows(x.shape[-2], self.size, x)
+        cols = self._windows(x.shape[-1], self.size, x)
+        return torch.einsum("ih,nchw,jw->ncij", rows, x, cols)
+
+
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
@@ -41,7 +64,7 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2, ceil_mode=True),
             _conv_bn_relu(2 * w, 4 * w),
             # 2x2 rather than 1x1 keeps some spatial layout, which matters on tiny digit images.
-            nn.AdaptiveAvgPool2d(2),
+            AdaptiveAvgPool2x2(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),

@@ -1,0 +1,75 @@
+"""GPU readiness checked on the CPU (issue 21): what a first real GPU run would trip on."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from batlit.callbacks import EpochSeeding, epoch_seed
+from batlit.models.small_cnn import AdaptiveAvgPool2x2
+
+
+def test_metrics_record_the_device_the_run_trained_on_not_where_the_module_ended():
+    """After trainer.test() Lightning moves the module back to the CPU: method.device said cpu for
+    every GPU run, so fast_paths.on_device was always false. The strategy knows the device."""
+    from omegaconf import OmegaConf
+
+    from batlit.train import fast_paths
+
+    cfg = OmegaConf.create({"model": {"channels_last": True}, "data": {"on_device": True}, "compile": False})
+    gpu_run = SimpleNamespace(precision="bf16-mixed", strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    assert fast_paths(cfg, gpu_run) == {"precision": "bf16-mixed", "channels_last": True, "on_device": True,
+                                        "compile": False}
+    cpu_run = SimpleNamespace(precision="32-true", strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    assert fast_paths(cfg, cpu_run)["on_device"] is False  # data.on_device is a no-op on the CPU
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (3, 3), (4, 4), (5, 7), (8, 8), (9, 4), (16, 16)])
+def test_small_cnn_pool_is_adaptive_average_pooling_with_a_matmul_backward(h, w):
+    x = torch.randn(3, 4, h, w, requires_grad=True)
+    ours, ref = AdaptiveAvgPool2x2()(x), torch.nn.AdaptiveAvgPool2d(2)(x)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-6)
+    assert torch.allclose(g_ours, g_ref, atol=1e-6)
+
+
+def test_small_cnn_runs_with_deterministic_algorithms_and_keeps_its_state_dict_keys():
+    from batlit.models import small_cnn
+
+    model = small_cnn(num_classes=3, in_channels=1, width=4)
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules())
+    assert all(not k.startswith("features.5") for k in model.state_dict())  # the pool holds nothing
+    torch.use_deterministic_algorithms(True)
+    try:
+        x = torch.rand(2, 1, 8, 8, requires_grad=True)
+        torch.autograd.grad(model(x).sum(), x)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_ddp_ranks_draw_different_streams_and_each_rank_repeats_its_own():
+    def draws(rank: int, epoch: int = 3) -> torch.Tensor:
+        EpochSeeding(7).on_train_epoch_start(SimpleNamespace(current_epoch=epoch, global_rank=rank), None)
+        return torch.rand(4)
+
+    assert not torch.equal(draws(0), draws(1))  # crops, flips and attack noise differ between shards
+    assert torch.equal(draws(1), draws(1))  # a function of (seed, epoch, rank): resume stays exact
+    assert epoch_seed(7, 3) == epoch_seed(7, 3, 0) == (7 * 1_000_003 + 3 * 7_919 + 17) % (2**31 - 1)
+
+
+@pytest.mark.parametrize("bf16, capability, expected", [
+    (True, (8, 0), "bf16-mixed"),   # A100, H100
+    (False, (7, 0), "16-mixed"),    # V100: fp16 tensor cores, no bf16
+    (False, (7, 5), "16-mixed"),    # T4
+    (False, (6, 1), "32-true"),     # P40: neither
+])
+def test_gpu_precision_follows_what_the_card_computes_fast(monkeypatch, bf16, capability, expected):
+    from test_configs import _compose
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert _compose("trainer=gpu").trainer.precision == expected
