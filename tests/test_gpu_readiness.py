@@ -34,6 +34,10 @@ def test_small_cnn_pool_is_adaptive_average_pooling_with_a_matmul_backward(h, w)
     (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
     assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-6)
     assert torch.allclose(g_ours, g_ref, atol=1e-6)
+    if h % 2 == 0 and w % 2 == 0:  # a channels_last gradient stays channels_last (ReLU's backward is slow otherwise)
+        x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        (g_cl,) = torch.autograd.grad(AdaptiveAvgPool2x2()(x_cl).square().sum(), x_cl)
+        assert g_cl.is_contiguous(memory_format=torch.channels_last) and torch.allclose(g_cl, g_ref, atol=1e-6)
 
 
 def test_small_cnn_runs_with_deterministic_algorithms_and_keeps_its_state_dict_keys():

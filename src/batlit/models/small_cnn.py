@@ -8,16 +8,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
 class AdaptiveAvgPool2x2(nn.Module):
-    """``nn.AdaptiveAvgPool2d(2)`` as two small averaging matrices: the same windows and values,
-    but its backward is a matmul, which has a deterministic CUDA kernel (adaptive pooling's
-    backward has none, so ``trainer.deterministic=true`` stopped on a GPU). No parameters: the
-    state dict, and so every checkpoint, is unchanged."""
+    """``nn.AdaptiveAvgPool2d(2)`` with a deterministic CUDA backward (adaptive pooling's has none,
+    so ``trainer.deterministic=true`` stopped on a GPU): the same windows and values.
+
+    Even sizes (every 32x32, 16x16 and 8x8 input) have four equal, disjoint windows: a plain
+    ``avg_pool2d``, which also keeps a channels_last gradient channels_last. Odd sizes have
+    overlapping windows: two small averaging matrices, whose backward is a matmul. No parameters:
+    the state dict, and so every checkpoint, is unchanged."""
 
     size = 2
 
@@ -31,6 +35,9 @@ class AdaptiveAvgPool2x2(nn.Module):
         return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % self.size == 0 and w % self.size == 0:
+            return F.avg_pool2d(x, (h // self.size, w // self.size))
         rows = self._windows(x.shape[-2], self.size, x)
         cols = self._windows(x.shape[-1], self.size, x)
         return torch.einsum("ih,nchw,jw->ncij", rows, x, cols)
