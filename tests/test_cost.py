@@ -38,3 +38,24 @@ def test_the_line_points_a_long_cpu_run_to_the_cpu_study_and_a_gpu():
     assert "15 min per training epoch, 3.0 h for the whole run" in line
     assert "experiment=study_cifar10_cpu" in line and "trainer=gpu" in line
     assert "study_cifar10_cpu" not in cost_line(long, 110, torch.device("cuda"), "bat")
+
+
+def test_frl_s_validation_pass_before_every_epoch_is_counted_and_gairat_can_be_probed():
+    from types import SimpleNamespace
+
+    from batlit.methods import FRL, GAIRAT
+
+    dm = SyntheticDataModule(n_train=64, n_test=24, image_size=8, val_size=24, batch_size=16, seed=0)
+    dm.setup("fit")
+    model = small_cnn(num_classes=10, in_channels=3, width=4)
+    frl = FRL(model, attack=ATTACK, optimizer=OPTIMIZER)
+    plain = BAT(small_cnn(num_classes=10, in_channels=3, width=4), attack=ATTACK, optimizer=OPTIMIZER)
+    assert frl.needs_val_split and not plain.needs_val_split
+    torch.manual_seed(0)
+    est = estimate(frl, dm, torch.device("cpu"), "32-true", epochs=2)
+    # per epoch: the training images' steps plus the 24 validation images under attack.test
+    assert est["train_epoch_s"] > 0 and est["total_s"] > 2 * est["train_epoch_s"]
+    gairat = GAIRAT(small_cnn(num_classes=10, in_channels=3, width=4), attack=ATTACK, optimizer=OPTIMIZER,
+                    lam_schedule="linear", lam_max=1.0, begin_epoch=1)
+    est = estimate(gairat, dm, torch.device("cpu"), "32-true", epochs=2, trainer=SimpleNamespace(max_epochs=2, current_epoch=0))
+    assert est["total_s"] > 0

@@ -151,6 +151,19 @@ def test_an_image_declaring_a_huge_size_is_refused(tmp_path, monkeypatch, layout
     assert msg.startswith("image too large:") and "train/dog/huge.png" in msg and str(root) in msg
 
 
+def test_a_bomb_spread_over_many_images_is_refused_before_it_is_allocated(tmp_path, monkeypatch):
+    """Each image passes the per-image cap, but all of them decoded would not fit: one line, before
+    the array is allocated (here a 100-byte budget stands in for half the machine's memory)."""
+    monkeypatch.setenv("BATLIT_MAX_DECODED_BYTES", "100")  # 4 images of 4x4 RGB are 192 bytes
+    root = _write_dir(tmp_path / "ds", _entries())
+    msg = _refused(root, tmp_path / "cache")
+    assert "would decode to" in msg and "over the 0.0 GiB allowed" in msg and str(root / "train") in msg
+    monkeypatch.setenv("BATLIT_MAX_DECODED_BYTES", str(2**30))
+    dm = ImageFolderDataModule(root=str(root), cache_dir=str(tmp_path / "cache"))
+    dm.prepare_data()
+    dm.setup()  # within the budget: decodes
+
+
 def _loop(root: Path, kind: str) -> Path:
     """A symlink loop in a data folder; returns the link the error must name."""
     train = root / "train"

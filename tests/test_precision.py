@@ -115,14 +115,27 @@ def test_attack_precision_resolves_auto_by_loss_and_start():
         pgd(model, x, y, eps=0.1, step_size=0.05, steps=1, precision="fp16")
 
 
-def test_fp32_attacks_on_a_gpu_turn_tf32_convolutions_off_and_restore_them():
+@pytest.mark.parametrize("user_matmul_precision", ["highest", "high"])
+def test_fp32_attacks_on_a_gpu_turn_tf32_off_and_restore_it(user_matmul_precision):
+    """Inside: no TF32 for convolutions or matmuls, in torch's old and new views alike (reading
+    either raises when they disagree); after, the user's settings, also after an exception."""
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    before = conv.fp32_precision, matmul.fp32_precision
-    with _full_fp32_on_cuda():
-        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
-    assert (conv.fp32_precision, matmul.fp32_precision) == before
-    with attack_precision("fp32", "cpu"):  # on the CPU nothing global is touched
-        assert (conv.fp32_precision, matmul.fp32_precision) == before
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(user_matmul_precision)  # "high": what Lightning suggests on Ampere
+    try:
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                 conv.fp32_precision, matmul.fp32_precision)
+        with _full_fp32_on_cuda():
+            assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+            assert "tf32" not in (conv.fp32_precision, matmul.fp32_precision)  # the new view agrees
+        with pytest.raises(KeyError), _full_fp32_on_cuda():
+            raise KeyError("an attack that fails")
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                conv.fp32_precision, matmul.fp32_precision) == saved
+        with attack_precision("fp32", "cpu"):  # on the CPU nothing global is touched
+            assert (conv.fp32_precision, matmul.fp32_precision) == saved[2:]
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 @pytest.mark.parametrize("precision, expected", [("fp32", {False}), ("bf16", {True})])

@@ -220,6 +220,10 @@ def _rewrite(real: Path, tmp: Path, change: Callable[[dict], Any]) -> Path:
     (lambda c: c["hyper_parameters"]["run_config"]["attack"].update(eps=-1.0), "attack.eps must be >= 0"),
     (lambda c: c["hyper_parameters"]["run_config"]["model"].update(depth=3), "model settings"),
     (lambda c: c["batlit"].update(class_names=["a", "b"]), "2 class names for model.num_classes=10"),
+    (lambda c: c["hyper_parameters"]["run_config"].pop("attack"), "stores attack='None', not the attack settings"),
+    (lambda c: c["hyper_parameters"]["run_config"].update(model=[1, 2]), "stores model='[1, 2]', not the model"),
+    (lambda c: c["hyper_parameters"]["run_config"]["data"].pop("_target_"), "stores no data._target_"),
+    (lambda c: c.update(state_dict=[1]), "holds no state_dict of tensors"),
 ])
 def test_a_checkpoint_of_another_version_or_tool_or_with_bad_values_is_one_line(hot_start, tmp_path, change, expected):
     from batlit import __version__
@@ -247,3 +251,25 @@ def test_the_registry_covers_exactly_the_shipped_model_and_data_groups():
     assert set(MODELS) == set(targets["model._target_"])
     assert set(DATAMODULES) == set(targets["data._target_"])
     assert targets["trainer._target_"] == {"lightning.pytorch.Trainer"}
+
+
+def test_a_checkpoint_does_not_choose_where_data_is_downloaded(hot_start, tmp_path):
+    """Its stored data.root is read, never written: nothing is downloaded unless the user says
+    download=true."""
+    from omegaconf import open_dict
+
+    from batlit.checkpoint import datamodule_for
+
+    run = load_run(hot_start / "checkpoints" / "last.ckpt")
+    config = run.config.copy()
+    with open_dict(config):
+        config.data._target_ = "batlit.data.CIFAR10DataModule"
+        config.data.root = str(tmp_path / "chosen_by_the_checkpoint")
+        config.data.download = True
+        for key in ("generated_classes", "n_train", "n_test", "noise"):
+            config.data.pop(key)
+    from batlit.config import DataUnavailableError
+
+    with pytest.raises(DataUnavailableError):
+        datamodule_for(config)
+    assert not (tmp_path / "chosen_by_the_checkpoint").exists()

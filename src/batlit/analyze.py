@@ -252,7 +252,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     baseline, gallery_classes = load_baseline(cfg, run) if cfg.gallery.baseline_ckpt is not None else (None, None)
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
-    dm = datamodule_for(run.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
+    dm = datamodule_for(run.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
+                        test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
     model = run.model.to(device)
     result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device,
                      progress=cfg.get("progress_bar", True))

@@ -200,7 +200,7 @@ def resolve_switches(precision: Any, channels_last: Any, device: torch.device) -
     bf16 in hardware: ``batlit.config.fast_bf16``), else fp32 and contiguous — what training uses."""
     from .config import cpu_has_bf16
 
-    fast = device.type == "cuda" or cpu_has_bf16()
+    fast = (torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else cpu_has_bf16())
     precision = ("bf16" if fast else "32") if str(precision) == "auto" else str(precision)
     channels_last = fast if str(channels_last) == "auto" else bool(channels_last)
     return precision, channels_last
@@ -236,8 +236,6 @@ def time_methods(cfg: DictConfig, base_model, x, y, device,
             torch.manual_seed(cfg.seed)
             timers.append(StepTimer(_build(name, copy.deepcopy(model), cfg).to(device), xs, y, autocast, sync))
         times: list[list[float]] = [[] for _ in settings]
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         for i in range(cfg.warmup + cfg.repeats):
             for timer, recorded in zip(timers, times):
                 elapsed = timer.step()
@@ -247,7 +245,9 @@ def time_methods(cfg: DictConfig, base_model, x, y, device,
             method, xs, autocast = timer.method, timer.x, timer.autocast
             median = statistics.median(times[k])
             entry = {"seconds_per_step": median, "images_per_s": len(xs) / median, "times": times[k]}
-            if device.type == "cuda":
+            if device.type == "cuda":  # one more step alone: the steps above ran interleaved
+                torch.cuda.reset_peak_memory_stats()
+                timer.step()
                 entry["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
             entry["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             if cfg.count_flops:  # after timing, on the same batch: the attack's early stops count as run
@@ -329,7 +329,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "repeats": cfg.repeats, "attack": OmegaConf.to_container(cfg.attack.train), "eps": cfg.attack.eps,
         "torch_version": torch.__version__, "methods": results, "ratios": ratios,
         "fp32_contiguous": baseline,
-        "model_forward_gflops_per_image": forward_flops_per_image(copy.deepcopy(base_model), x) / 1e9,
+        "model_forward_gflops_per_image": forward_flops_per_image(copy.deepcopy(base_model).to(device), x) / 1e9,
         "bf16_peak_tflops": peak / 1e12 if peak else None,
     }
     print(f"model forward  {record['model_forward_gflops_per_image']:.3f} GFLOP per image")

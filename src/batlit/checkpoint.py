@@ -36,8 +36,6 @@ class LoadedRun:
 CHECKPOINT_FORMAT = 1
 # Hydra's instantiation keys: in a stored config each would name code or change how it is called.
 _INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
-# Paths on the machine that wrote the checkpoint: not checked for existence when it is read here.
-_WRITER_PATHS = ("ckpt_path", "method.init_ckpt", "data.root")
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt") -> dict[str, Any]:
@@ -102,6 +100,9 @@ def _check_record(ckpt: dict[str, Any], key: str, path: Path) -> None:
     if written.release > ours.release and ours.release != (0, 0, 0):  # 0.0.0: a source tree, not installed
         raise ConfigError(f"{key}: '{path}' was written by batlit {written}, newer than this batlit {ours}: "
                           "upgrade batlit to read it")
+    state = ckpt.get("state_dict")
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ConfigError(f"{key}: '{path}' holds no state_dict of tensors")
     names = record.get("class_names")
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
         raise ConfigError(f"{key}: '{path}' stores batlit.class_names={str(names)[:80]}, not a list of class names")
@@ -122,7 +123,14 @@ def stored_run_config(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt")
     path = Path(path)
     _check_record(ckpt, key, path)
     stored = ckpt["hyper_parameters"]["run_config"]
-    _check_plain(stored, "", shipped_targets(), key, path)
+    _check_plain(stored, "", shipped_targets(), key, path)  # deeper than Python's stack: torch.load refused it
+    for group in ("model", "data", "attack"):
+        if not isinstance(stored.get(group), dict):
+            raise ConfigError(f"{key}: '{path}' stores {group}={str(stored.get(group))[:40]!r}, not the {group} "
+                              "settings of a batlit run")
+    for name, group in (("_target_", "model"), ("_target_", "data"), ("eps", "attack")):
+        if name not in stored[group]:
+            raise ConfigError(f"{key}: '{path}' stores no {group}.{name}")
     config = OmegaConf.create(stored)
     try:
         validate(config, check_paths=False)
@@ -236,10 +244,14 @@ def keep_csv_history(loggers: list[Any], ckpt_path: str | Path) -> None:
         writer.metrics_keys = header  # new keys later rewrite the header; rows so far keep their columns
 
 
-def datamodule_for(config: DictConfig, **overrides: Any):
+def datamodule_for(config: DictConfig, root: str | None = None, download: bool = False, **overrides: Any):
     """The run's DataModule (test split) from a checked stored config (batlit.registry.DATAMODULES),
-    with data.* overrides such as eval batch size. The cache folder is this machine's own
-    (``cache_dir`` as stored is not used): a checkpoint does not choose where batlit writes."""
+    with data.* overrides such as eval batch size.
+
+    A checkpoint does not choose where batlit writes: the cache folder is this machine's own
+    (``cache_dir`` as stored is not used) and nothing is downloaded unless the caller says
+    ``download=True`` (``batlit.evaluate download=true``). The data is read from ``root`` when
+    given, else from the folder the run used (``data.root`` as stored)."""
     from .registry import DATAMODULES
 
     target = str(config.data._target_)
@@ -248,6 +260,10 @@ def datamodule_for(config: DictConfig, **overrides: Any):
     kwargs = {**_plain_kwargs(config.data), **overrides}
     if "cache_dir" in kwargs and "cache_dir" not in overrides:
         kwargs["cache_dir"] = None
+    if "download" in kwargs:
+        kwargs["download"] = bool(download)
+    if root is not None:
+        kwargs["root"] = str(root)
     try:
         datamodule = DATAMODULES[target](**kwargs)
     except TypeError as err:

@@ -231,7 +231,8 @@ def validate(cfg: DictConfig, check_paths: bool = True) -> None:
     """Range checks on the keys a user types most; cheap, and run before data or model load.
 
     ``check_paths=False`` (a config stored in a checkpoint) leaves out whether ``data.root``,
-    ``ckpt_path`` and ``method.init_ckpt`` exist: they name files on the machine that wrote it."""
+    ``ckpt_path`` and ``method.init_ckpt`` exist and whether ``slurm.requeue_signal`` is a signal
+    here: they are about the machine that wrote it."""
     _check(cfg, "epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     _check(cfg, "seed", _is_int, "an integer")
     _check(cfg, "attack.eps", lambda v: v >= 0, ">= 0")
@@ -274,14 +275,14 @@ def validate(cfg: DictConfig, check_paths: bool = True) -> None:
     _check(cfg, "resume", lambda v: isinstance(v, bool), "true or false")
     for key in ("compile", "model.channels_last", "data.on_device"):
         _check(cfg, key, lambda v: isinstance(v, bool), "true or false")
-    requeue = _get(cfg, "slurm.requeue_signal")
-    if requeue is not None:
-        import signal
-
-        if not isinstance(getattr(signal, str(requeue), None), signal.Signals):
-            raise ConfigError(f"slurm.requeue_signal must name a signal such as SIGUSR1, got {requeue!r}")
-    if check_paths:
+    if check_paths:  # both are about this machine: its files, its operating system's signals
         _check_paths(cfg)
+        requeue = _get(cfg, "slurm.requeue_signal")
+        if requeue is not None:
+            import signal
+
+            if not isinstance(getattr(signal, str(requeue), None), signal.Signals):
+                raise ConfigError(f"slurm.requeue_signal must name a signal such as SIGUSR1, got {requeue!r}")
     data_k, model_k = _get(cfg, "data.num_classes"), _get(cfg, "model.num_classes")
     if data_k is not None and model_k is not None and data_k != model_k:
         raise ConfigError(f"model.num_classes={model_k} does not match data.num_classes={data_k}")

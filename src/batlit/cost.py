@@ -31,12 +31,15 @@ def _timed(fn, sync) -> float:
 
 
 def estimate(method: Any, datamodule: Any, device: torch.device, precision: str, epochs: int,
-             val_every: int = 1, world_size: int = 1, test: bool = True) -> dict[str, float]:
+             val_every: int = 1, world_size: int = 1, test: bool = True, trainer: Any = None) -> dict[str, float]:
     """Seconds per training epoch, per validation and for the whole run, from a timed probe.
 
     The probe runs each piece twice on ``PROBE_IMAGES`` training images and keeps the second time
     (the first pays one-off kernel selection). Small batches cost more per image than the run's,
-    so the estimate errs long.
+    so the estimate errs long. A method that reads the validation split while training (FRL:
+    ``attack.test`` on the whole split before every epoch) has that pass counted in each epoch.
+    ``trainer``, when given, is attached to the copy for methods that read its settings (GAIRAT's
+    λ schedule reads ``max_epochs``).
     """
     x = datamodule.train_x[:PROBE_IMAGES].to(device).float().div_(255)
     y = datamodule.train_y[:PROBE_IMAGES].to(device)
@@ -45,6 +48,8 @@ def estimate(method: Any, datamodule: Any, device: torch.device, precision: str,
                 else torch.autocast(device.type, dtype=torch.float16) if "16" in precision else nullcontext())
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     probe = copy.deepcopy(method).to(device)
+    if trainer is not None:
+        probe.trainer = trainer
     probe.model.train()
 
     def train_step() -> None:
@@ -68,6 +73,8 @@ def estimate(method: Any, datamodule: Any, device: torch.device, precision: str,
     n_val = (len(datamodule.val_x) if datamodule.val_x is not None else 0) / world_size
     n_test = len(datamodule.test_x) / world_size if test else 0
     train_epoch = per_image["train"] * n_train
+    if getattr(method, "needs_val_split", False):  # FRL's per-epoch pass over the whole split (every rank)
+        train_epoch += per_image["test"] * n_val * world_size
     val_pass = per_image["val"] * n_val
     total = epochs * train_epoch + (epochs // max(1, val_every)) * val_pass + per_image["test"] * n_test
     return {"train_epoch_s": train_epoch, "val_s": val_pass, "total_s": total}

@@ -196,7 +196,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"eps: the run at '{cfg.ckpt}' has attack.eps={eps}; give eps=<value> > 0 or attack=clean")
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
-    dm = datamodule_for(trained.config, test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
+    dm = datamodule_for(trained.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
+                        test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
     model = trained.model.to(device)
     precision = str(cfg.get("precision", "fp32"))
     if precision == "bf16":  # every forward in bf16, logits back in fp32 for the attacks' losses

@@ -139,10 +139,12 @@ def announce_cost(cfg: DictConfig, trainer: Any, method: Any, datamodule: Any) -
     from .cost import cost_line, estimate
 
     device = trainer.strategy.root_device
+    if device.type == "cuda" and trainer.world_size > 1:
+        return  # CUDA must stay uninitialised before a fork-based DDP launch; the probe would start it
     try:
         est = estimate(method, datamodule, device, str(trainer.precision), epochs=int(cfg.epochs),
                        val_every=int(trainer.check_val_every_n_epoch or 1), world_size=trainer.world_size,
-                       test=bool(cfg.get("test", True)))
+                       test=bool(cfg.get("test", True)), trainer=trainer)
     except Exception as err:  # noqa: BLE001 - an estimate is a courtesy; the run goes on
         log.debug("no run-time estimate: %s", err)
         return

@@ -35,14 +35,20 @@ def check_precision(precision: str, key: str = "attack.precision") -> None:
 
 @contextmanager
 def _full_fp32_on_cuda() -> Iterator[None]:
-    """cuDNN convolutions and matmuls in IEEE fp32 (no TF32) inside, restored on exit."""
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+    """cuDNN convolutions and matmuls in IEEE fp32 (no TF32) inside, restored on exit.
+
+    Through torch's long-standing setters (``set_float32_matmul_precision``, ``cudnn.allow_tf32``),
+    which keep its old and new TF32 views in agreement: setting only the new per-backend values
+    leaves them disagreeing, and torch then refuses to read them (``set_float32_matmul_precision
+    ("high")``, which Lightning suggests on every Ampere GPU, made every fp32 matmul fail)."""
+    saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]
 
 
 @contextmanager

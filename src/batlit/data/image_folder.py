@@ -216,6 +216,26 @@ def _workers() -> int:
     return max(1, min(n, 8))
 
 
+def _memory_bytes() -> int:
+    """Physical memory of this machine (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_decoded_size(n: int, hw: tuple[int, int], channels: int, shown: str) -> None:
+    """A decompression bomb spread over many images: each passes the per-image pixel cap, but the
+    decoded array (n x H x W x C bytes) would not fit. Refused before it is allocated, naming the
+    data, when it exceeds half of this machine's memory (``BATLIT_MAX_DECODED_BYTES`` overrides)."""
+    need = n * hw[0] * hw[1] * channels
+    cap = int(os.environ.get("BATLIT_MAX_DECODED_BYTES") or _memory_bytes() // 2 or 2**62)
+    if need > cap:
+        raise ValueError(f"'{shown}' would decode to {need / 2**30:.1f} GiB ({n} images of {hw[1]}x{hw[0]}), over "
+                         f"the {cap / 2**30:.1f} GiB allowed (half this machine's memory; BATLIT_MAX_DECODED_BYTES); "
+                         "set data.image_size to resize the images")
+
+
 def decode_images(
     zip_path: str | None,
     names: list[str],
@@ -238,6 +258,7 @@ def decode_images(
         else:  # the first image fixes the size every other image must have
             _, first = next(_iter_images(zip_path, items[:1], mode, None, resize))
             expected_hw = (first.height, first.width)
+    _check_decoded_size(len(items), expected_hw, 1 if mode == "L" else 3, zip_path or str(Path(names[0]).parent))
     n_workers = _workers()
     pool = None
     if len(items) >= _PARALLEL_MIN_IMAGES and n_workers > 1:
