@@ -36,6 +36,21 @@ def train(run_dir: Path, *overrides: str, tiny: bool = True) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def with_hydra_runtime(cfg, output_dir: str | Path = "/tmp/batlit-compose"):
+    """A config composed with ``return_hydra_config=True``, made what an entry point sees at run
+    time: HydraConfig set (output folder, choices) and the ``hydra`` node removed."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
 @pytest.fixture
 def shared_cifar10_jpeg() -> Path:
     if not (SHARED_CIFAR10_JPEG / "train.zip").is_file():

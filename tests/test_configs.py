@@ -6,10 +6,10 @@ from importlib.resources import files
 
 import pytest
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from batlit.config import register_resolvers
+from conftest import with_hydra_runtime
 
 register_resolvers()
 CONF = files("batlit.conf")
@@ -21,13 +21,7 @@ OPTIONS = [(g, p.name[:-5]) for g in GROUPS for p in sorted(CONF.joinpath(g).ite
 def _compose(*overrides: str):
     with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "/tmp/batlit-compose"
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return with_hydra_runtime(cfg)
 
 
 def test_all_groups_have_options():

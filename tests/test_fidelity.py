@@ -19,8 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from torch import nn
 
 from batlit.config import ConfigError, register_resolvers
@@ -28,6 +27,8 @@ from batlit.data.synthetic import SyntheticDataModule
 from batlit.methods import FATTRADES, FRL, TRADES, Standard
 from batlit.methods.base import StepDecay
 from batlit.methods.frl import class_weights, split_indices
+from conftest import with_hydra_runtime
+from test_configs import _compose
 
 register_resolvers()
 ATTACK = {"eps": 8 / 255, "train": {"steps": 3, "step_size": 2 / 255},
@@ -35,16 +36,6 @@ ATTACK = {"eps": 8 / 255, "train": {"steps": 3, "step_size": 2 / 255},
 OPT = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
 
 
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "/tmp/batlit-compose"
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def _linear(k: int = 4) -> nn.Module:
@@ -386,13 +377,8 @@ def test_train_refuses_fine_tuning_a_hot_start_on_its_training_images(tmp_path, 
               "method=frl_rwrm", f"method.init_ckpt={ckpt}", "test=false",
               "++estimate_cost=false"]  # no timed probe step: the refusal is what this test measures
     with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[*common, "data.val_size=60"], return_hydra_config=True)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
+        cfg = with_hydra_runtime(compose("train", overrides=[*common, "data.val_size=60"], return_hydra_config=True),
+                                 tmp_path)
     with pytest.raises(ConfigError, match=r"method.init_ckpt: \d+ of this run's 60 validation images") as err:
         train.run(cfg)
     assert "\n" not in str(err.value)

@@ -16,13 +16,11 @@ from typing import Any, Callable
 import pytest
 import torch
 from hydra import compose, initialize_config_dir, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
 from batlit.checkpoint import AtomicCheckpointIO, load_run, read_batlit_checkpoint
 from batlit.config import ConfigError, register_resolvers
 from batlit.registry import DATAMODULES, MODELS, shipped_targets
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, with_hydra_runtime
 
 register_resolvers()
 
@@ -88,23 +86,13 @@ def victim_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _compose_hydra(cfg: Any, output_dir: Path) -> Any:
-    OmegaConf.set_readonly(cfg.hydra, False)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
 def _evaluate(bad: Path, good: Path, out: Path) -> None:
     from batlit import evaluate
 
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "evaluate"), version_base="1.3"):
         cfg = compose("evaluate", overrides=[f"ckpt={bad}", f"out_dir={out}", "n_samples=8", "progress_bar=false"],
                       return_hydra_config=True)
-    evaluate.run(_compose_hydra(cfg, out))
+    evaluate.run(with_hydra_runtime(cfg, out))
 
 
 def _analyze(bad: Path, good: Path, out: Path) -> None:
@@ -139,7 +127,7 @@ def _train(*overrides: str, out: Path) -> None:
     with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
         cfg = compose("train", overrides=["data=synthetic", "model=small_cnn", "trainer=cpu", "epochs=1",
                                           *overrides], return_hydra_config=True)
-    train.run(_compose_hydra(cfg, out))
+    train.run(with_hydra_runtime(cfg, out))
 
 
 def _init_ckpt(bad: Path, good: Path, out: Path) -> None:

@@ -3,8 +3,8 @@
 Every checkpoint carries the composed run config (``hyper_parameters.run_config``) and a ``batlit``
 record (version, format, class names), so ``evaluate`` / ``analyze`` need only ``ckpt=PATH``.
 
-A checkpoint may come from anywhere, so reading one runs none of its contents: ``torch.load(...,
-weights_only=True)`` gives tensors and plain data only, and the stored run config is checked to
+A checkpoint may come from anywhere, so reading one runs none of its contents: ``torch.load`` with
+``weights_only=True`` gives tensors and plain data only, and the stored run config is checked to
 hold plain values and name only batlit's own models and data (:func:`stored_run_config`) before
 anything is built. The model and data module are then built through :mod:`batlit.registry`, never
 ``hydra.utils.instantiate``. Every loading path (evaluate, analyze, bench, FRL's ``init_ckpt``,
