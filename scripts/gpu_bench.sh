@@ -3,7 +3,7 @@
 # ($WHEELS, default .wheels/: hydra-core, omegaconf, antlr4-python3-runtime), run the CUDA-only
 # tests and the training-step benchmark, and write every result into $OUT.
 #
-#   OUT=gpu-results bash scripts/gpu_bench.sh            # on a GPU machine (about 3 minutes on an H100)
+#   OUT=gpu-results bash scripts/gpu_bench.sh            # on a GPU machine (about 6-7 minutes on an H200)
 #   OUT=/tmp/dry BATLIT_DRY_RUN=1 bash scripts/gpu_bench.sh   # tiny sizes, runs on a CPU
 #
 # Make the wheels on a machine with package access:
@@ -14,6 +14,7 @@ OUT=${OUT:?set OUT to the folder for the results}
 WHEELS=${WHEELS:-.wheels}
 PY=${PYTHON:-python3}
 DRY=${BATLIT_DRY_RUN:-0}
+STEP_TIMEOUT=${STEP_TIMEOUT:-150}   # seconds per step: a hang still leaves the other steps' results
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 [ -e src/batlit/conf ] || ln -s ../../conf src/batlit/conf   # a copy that dropped the link
@@ -30,8 +31,16 @@ cat "$OUT/environment.txt"
 
 status=0
 echo "== CUDA-only tests"
-"$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1 || status=1
+timeout "$STEP_TIMEOUT" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py >"$OUT/cuda_tests.txt" 2>&1 || status=1
 tail -n 3 "$OUT/cuda_tests.txt"
+
+# Attack strength per precision (about a minute): KL and CE attacks in fp32, fp32 with TF32
+# convolutions, a bf16 step with each attack's default precision, and all-bf16 attacks.
+echo "== attack strength per precision"
+timeout "$STEP_TIMEOUT" "$PY" -m batlit.precision_check --repeats "$([ "$DRY" = 1 ] && echo 1 || echo 3)" \
+    --n-test "$([ "$DRY" = 1 ] && echo 64 || echo 512)" --out "$OUT/precision_check.json" \
+    >"$OUT/precision_check.txt" 2>&1 || status=1
+cat "$OUT/precision_check.txt"
 
 if [ "$DRY" = 1 ]; then
   runs=("small_cnn 16 32 false 1 0")
@@ -42,7 +51,7 @@ for run in "${runs[@]}"; do
   read -r model batch precision cl repeats warmup <<<"$run"
   name="bench_${model}_b${batch}_${precision}$([ "$cl" = true ] && echo _cl)"
   echo "== $name"
-  "$PY" -m batlit.bench model="$model" batch_size="$batch" precision="$precision" channels_last="$cl" \
+  timeout "$STEP_TIMEOUT" "$PY" -m batlit.bench model="$model" batch_size="$batch" precision="$precision" channels_last="$cl" \
       repeats="$repeats" warmup="$warmup" out="$OUT/$name.json" \
       'methods=[standard,pgd_at,trades,bat,bat_frozen,bat_nosync,reference_bat]' >"$OUT/$name.txt" 2>&1 || status=1
   cat "$OUT/$name.txt"
@@ -57,7 +66,7 @@ else
 fi
 for method in pgd_at bat; do
   echo "== epoch_$method"
-  "$PY" -m batlit.train method=$method data=synthetic "${epoch_args[@]}" data.val_size=0 test=false \
+  timeout "$STEP_TIMEOUT" "$PY" -m batlit.train method=$method data=synthetic "${epoch_args[@]}" data.val_size=0 test=false \
       scheduler=constant trainer.enable_progress_bar=false hydra.run.dir="$OUT/epoch_$method" \
       >"$OUT/epoch_$method.txt" 2>&1 || status=1
   "$PY" - "$OUT/epoch_$method/csv/metrics.csv" "$method" <<'PY' | tee -a "$OUT/epochs.txt" || status=1

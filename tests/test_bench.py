@@ -63,6 +63,8 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (tmp_path / "bench_small_cnn_b16_32.json").is_file() and (tmp_path / "cuda_tests.txt").is_file()
+    checked = json.loads((tmp_path / "precision_check.json").read_text())  # the attack-strength step
+    assert set(checked["attacks"]) == {"trades", "bat", "pgd_at"}
 
 
 @pytest.mark.slow

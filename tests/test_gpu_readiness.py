@@ -77,3 +77,43 @@ def test_gpu_precision_follows_what_the_card_computes_fast(monkeypatch, bf16, ca
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert _compose("trainer=gpu").trainer.precision == expected
+
+
+def test_class_counts_need_no_host_sync(monkeypatch):
+    """torch.bincount reads its input's max back to size its output: one host sync per call on a
+    GPU (per BAT training step in StepsToBoundary, per evaluation batch). The counts are
+    scatter_add_ into fixed-size states instead; bincount may not be called at all."""
+    from batlit.metrics import ClassWiseRobustness
+    from batlit.metrics.steps import StepsToBoundary
+
+    def no_bincount(*args, **kwargs):
+        raise AssertionError("torch.bincount syncs with the host on a GPU")
+
+    monkeypatch.setattr(torch, "bincount", no_bincount)
+    target = torch.tensor([0, 2, 2, 1, 2])
+    metric = ClassWiseRobustness(3)
+    metric.update(torch.tensor([0, 1, 2, 1, 2]), torch.tensor([1, 1, 0, 1, 2]), target)
+    assert metric.total.tolist() == [1, 1, 3] and metric.std_errors.tolist() == [0, 0, 1]
+    assert metric.bndy_errors.tolist() == [1, 0, 1]  # class 0: right then flipped; class 2: one of two right ones
+    steps = StepsToBoundary(3, max_steps=10)
+    steps.update(torch.tensor([3, 10, 4, 0, 10]), target)
+    assert steps.total.tolist() == [1, 1, 3] and steps.never.tolist() == [0, 0, 2]
+
+
+def test_a_split_too_large_for_the_gpu_stays_in_host_memory(monkeypatch):
+    """data.on_device copied every split to the GPU whatever its size (a large image folder ran
+    out of memory before the first step); now a split over a quarter of the free memory stays."""
+    from batlit.data import SyntheticDataModule
+    from batlit.data.base import fits_on_device
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * 2**30, 80 * 2**30))
+    gpu = torch.device("cuda", 0)
+    assert fits_on_device(2**30, gpu) and not fits_on_device(2**30 + 1, gpu)
+    assert fits_on_device(2**40, torch.device("cpu"))  # nothing to check on the CPU
+    dm = SyntheticDataModule(n_train=64, n_test=32, image_size=8, batch_size=16, on_device=True)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=gpu), training=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 80 * 2**30))  # 1 kB free
+    with pytest.warns(UserWarning, match="stays in host memory"):
+        resident = dm._on_accelerator(dm.train_x)
+    assert resident is dm.train_x and dm.on_device is False

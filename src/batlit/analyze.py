@@ -62,7 +62,7 @@ def analyze(model: torch.nn.Module, loader, num_classes: int, cfg: DictConfig, d
         x_adv = pgd(model, x, y, eps=tgt.eps, step_size=tgt.step_size, steps=int(tgt.steps), loss="ce")
         with torch.no_grad():
             clean, adv = model(x).argmax(1), model(x_adv).argmax(1)
-        confusion += torch.bincount(y * K + adv, minlength=K * K)
+        confusion.scatter_add_(0, y * K + adv, torch.ones_like(y))
         robustness.update(clean, adv, y)
     stats = {k: v.cpu() for k, v in steps_metric.compute().items()}
     confusion = confusion.view(K, K).cpu()

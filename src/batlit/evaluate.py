@@ -140,7 +140,7 @@ def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: i
                 clean = model(x).argmax(1)
             adv = clean.clone()
             robust = clean == y  # only samples still right are attacked further (AutoAttack's rule)
-            correct_clean += torch.bincount(y[robust], minlength=num_classes)
+            correct_clean.scatter_add_(0, y, robust.long())  # no host sync, unlike bincount of y[robust]
             for i, (_, attack) in enumerate(components):
                 idx = robust.nonzero().squeeze(1)
                 if len(idx):
@@ -149,7 +149,7 @@ def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: i
                         pred = model(x_adv).argmax(1)
                     adv[idx] = pred
                     robust[idx] = pred == y[idx]
-                robust_after[i] += torch.bincount(y[robust], minlength=num_classes)
+                robust_after[i].scatter_add_(0, y, robust.long())
         metric.update(clean, adv, y)
         seen += len(y)
         if progress:

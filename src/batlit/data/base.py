@@ -9,6 +9,7 @@ crop + flip augmentation on whatever device the batch lives on.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,15 @@ def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False) -> 
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+
+def fits_on_device(nbytes: int, device: torch.device, share: float = 0.25) -> bool:
+    """``data.on_device``'s size check: a split may take at most ``share`` of the GPU's free memory
+    (the rest is for the model, the attack's activations and the other splits)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
+
 
 class ImageDataModule(L.LightningDataModule):
     """Base LightningDataModule for in-memory image classification datasets.
@@ -496,6 +506,12 @@ class ImageDataModule(L.LightningDataModule):
             return tensor
         key = (id(tensor), str(device))
         if key not in self._resident:
+            if not fits_on_device(tensor.numel() * tensor.element_size(), device):
+                warnings.warn(f"data.on_device: a {tensor.numel() * tensor.element_size() / 2**30:.1f} GiB split would "
+                              f"take more than a quarter of {device}'s free memory; it stays in host memory "
+                              "(batches cross the bus as with data.on_device=false)", stacklevel=2)
+                self.on_device = False
+                return tensor
             self._resident[key] = tensor.to(device)
         return self._resident[key]
 

@@ -42,7 +42,7 @@ class ClassWiseRobustness(Metric):
             raise ValueError(f"clean, adv and target must give N labels each, got {clean.shape}, {adv.shape}, {target.shape}")
         clean_right = clean == target
         boundary = clean_right & (adv != target)
-        self.total += torch.bincount(target, minlength=self.num_classes)[: self.num_classes]
+        self.total.scatter_add_(0, target, torch.ones_like(target))  # bincount reads its max back from a GPU
         self.std_errors.scatter_add_(0, target, (~clean_right).long())
         self.bndy_errors.scatter_add_(0, target, boundary.long())
 

@@ -27,7 +27,7 @@ class StepsToBoundary(Metric):
 
     def update(self, steps: Tensor, target: Tensor) -> None:
         target = target.long()
-        self.total += torch.bincount(target, minlength=self.num_classes)[: self.num_classes]
+        self.total.scatter_add_(0, target, torch.ones_like(target))  # bincount reads its max back from a GPU
         self.steps_sum.scatter_add_(0, target, steps.long())
         self.never.scatter_add_(0, target, (steps >= self.max_steps).long())
 
