@@ -261,3 +261,18 @@ def test_a_checkpoint_does_not_choose_where_data_is_downloaded(hot_start, tmp_pa
     with pytest.raises(DataUnavailableError):
         datamodule_for(config)
     assert not (tmp_path / "chosen_by_the_checkpoint").exists()
+
+
+def test_a_run_with_callbacks_of_its_own_stores_them_as_plain_records_and_still_loads(hot_start, tmp_path):
+    """A user's extra callbacks (``+callbacks.x._target_=...``) are their own code at training time;
+    the checkpoint keeps them as plain records (``target``), so it names no code and still loads."""
+    from batlit.checkpoint import storable_run_config
+
+    config = {"model": {"_target_": "batlit.models.small_cnn"},
+              "callbacks": {"dump": {"_target_": "my_pkg.Dump", "_partial_": True, "out": {"_target_": "x.y"}}}}
+    stored = storable_run_config(config)
+    assert stored["callbacks"] == {"dump": {"target": "my_pkg.Dump", "partial": True, "out": {"target": "x.y"}}}
+    assert stored["model"] == {"_target_": "batlit.models.small_cnn"} and "_target_" in config["callbacks"]["dump"]
+    path = _rewrite(hot_start / "checkpoints" / "last.ckpt", tmp_path, lambda c: c["hyper_parameters"].update(
+        run_config=storable_run_config({**c["hyper_parameters"]["run_config"], "callbacks": config["callbacks"]})))
+    assert load_run(path).config.callbacks.dump.target == "my_pkg.Dump"

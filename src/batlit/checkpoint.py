@@ -142,6 +142,21 @@ def stored_run_config(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt")
     return config
 
 
+def storable_run_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The run config as checkpoints store it: the extra callbacks a user's own config or command
+    line adds (``callbacks.<name>._target_``, the user's code) are kept as plain records
+    (``target``, ``partial``, ``args``), so that the checkpoint names no code to whoever loads it,
+    and the user's own checkpoints still load (:func:`stored_run_config`)."""
+    def plain(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {(k[1:-1] if k in _INSTANTIATE_KEYS else k): plain(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [plain(v) for v in node]
+        return node
+
+    return {**config, "callbacks": plain(config["callbacks"])} if config.get("callbacks") else config
+
+
 def read_batlit_checkpoint(path: str | Path, key: str = "ckpt") -> tuple[dict[str, Any], DictConfig]:
     """The checkpoint (tensors and plain data) and its checked run config (:func:`stored_run_config`)."""
     ckpt = read_checkpoint(path, key)

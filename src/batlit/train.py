@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .callbacks import EpochSeeding, EpochThroughput, NonFiniteLossGuard, WandbReports, finish_wandb
-    from .checkpoint import AtomicCheckpointIO, check_resumable, keep_csv_history
+    from .checkpoint import AtomicCheckpointIO, check_resumable, keep_csv_history, storable_run_config
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt_path = resume_path(cfg, run_dir)
@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("compile"):
         model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
     method = build_method(cfg, model, class_names=list(datamodule.class_names),
-                          run_config=OmegaConf.to_container(cfg, resolve=True))
+                          run_config=storable_run_config(OmegaConf.to_container(cfg, resolve=True)))
     if method.needs_val_split and not datamodule.val_dataloader():
         raise ConfigError(f"data.val_size: method {picked_name(cfg)} needs a validation split; set data.val_size > 0")
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
