@@ -117,3 +117,34 @@ def test_a_split_too_large_for_the_gpu_stays_in_host_memory(monkeypatch):
     with pytest.warns(UserWarning, match="stays in host memory"):
         resident = dm._on_accelerator(dm.train_x)
     assert resident is dm.train_x and dm.on_device is False
+
+
+def test_the_nonfinite_guard_reads_back_every_n_steps_and_at_epoch_end(tmp_path):
+    """On a GPU the guard's per-step read-back stalled the queue: it records on the device and reads
+    back every check_every steps (and at every epoch end, before the checkpoint), still naming the
+    first bad step."""
+    from batlit.callbacks import NonFiniteLossError, NonFiniteLossGuard
+
+    guard = NonFiniteLossGuard(tmp_path, check_every=3)
+    trainer = SimpleNamespace(global_step=0, current_epoch=2)
+
+    def step(loss: float) -> None:
+        guard.on_train_batch_start(trainer, None, None, trainer.global_step)
+        guard.on_before_backward(trainer, None, torch.tensor(loss))
+        trainer.global_step += 1
+
+    step(1.0)              # step 0: read back (0 % 3 == 0), fine
+    step(float("nan"))     # step 1: recorded, not read back yet
+    step(2.0)              # step 2
+    with pytest.raises(NonFiniteLossError, match=r"\(nan\) at epoch 2, step 1 \(batch 1 of the epoch\)"):
+        step(float("inf"))  # step 3: read back; the first bad step is named, not this one
+    guard = NonFiniteLossGuard(tmp_path, check_every=100)
+    trainer.global_step = 1
+    step(float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"\(inf\) at epoch 2, step 1"):
+        guard.on_train_epoch_end(trainer, None)  # the epoch end reads back before the checkpoint
+    cpu = NonFiniteLossGuard(tmp_path)  # on the CPU: every step, before the update
+    trainer.global_step = 7
+    with pytest.raises(NonFiniteLossError, match="step 7"):
+        cpu.on_train_batch_start(trainer, None, None, 0)
+        cpu.on_before_backward(trainer, None, torch.tensor(float("nan")))
