@@ -148,3 +148,24 @@ def test_the_nonfinite_guard_reads_back_every_n_steps_and_at_epoch_end(tmp_path)
     with pytest.raises(NonFiniteLossError, match="step 7"):
         cpu.on_train_batch_start(trainer, None, None, 0)
         cpu.on_before_backward(trainer, None, torch.tensor(float("nan")))
+
+
+def test_frl_s_remargined_attack_reads_nothing_back_to_the_host(monkeypatch):
+    """FRL read eps.min() and margins.max() back to the host in every training step (two GPU
+    stalls); its class-wise budgets are now checked on the device. Any read-back raises here."""
+    from batlit.methods import FRL
+    from batlit.models import small_cnn
+    from batlit.precision_check import ATTACK, OPTIMIZER
+
+    frl = FRL(small_cnn(num_classes=3, in_channels=1, width=4), attack=ATTACK, optimizer=OPTIMIZER)
+    frl.lambda_eps.copy_(torch.tensor([0.5, -0.2, 0.1]))  # unequal class-wise margins
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def read_back(*args, **kwargs):
+        raise AssertionError("a host read-back inside the training attack")
+
+    for name in ("__float__", "__int__", "__bool__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, read_back)
+    x_adv = frl.perturb(x, y)
+    monkeypatch.undo()
+    assert x_adv.shape == x.shape and (x_adv - x).abs().max() > 0

@@ -69,7 +69,8 @@ def pgd(
         model: maps images in [0, 1] to logits; it runs in eval mode and its mode is restored.
         x, y: images (N, C, H, W) in [0, 1] and integer labels (N,).
         eps, step_size, steps: the L∞ budget (a float, or one per sample as an (N,) tensor: FRL's
-            class-wise margins), the step and the number of steps.
+            class-wise margins; the step may then be a 0-dim tensor), the step and the number of
+            steps. Tensor values are checked on their device, without a host sync.
         loss: ``"ce"`` (PGD-AT, evaluation), ``"kl"`` (TRADES) or ``"cw"`` (CW∞ evaluation).
         init: ``"uniform"`` in the ε-ball, ``"normal"`` (x + init_std·N(0, I)) or ``"none"``.
         generator: optional torch.Generator on x's device for the random start.
@@ -78,7 +79,9 @@ def pgd(
             ``normal`` or ``none`` start at full strength under a bf16 training step.
     """
     if isinstance(eps, Tensor):  # per-sample budgets, checked once before the loop
-        check_threat_model(float(eps.min()), step_size, steps)
+        # checked on the device: a host read of eps.min() would stall a GPU once per training step (FRL)
+        torch._assert_async((eps.min() >= 0) & (torch.as_tensor(step_size) > 0))
+        check_threat_model(0.0, 1.0, steps)
         eps = eps.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
     else:
         check_threat_model(eps, step_size, steps)

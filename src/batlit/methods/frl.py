@@ -256,7 +256,7 @@ class FRL(AdversarialMethod):
             return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, **self.train_attack)
         margins = class_margins(self.lambda_eps, self.margin_max)
         eps = self.train_attack["eps"] * margins[y]
-        return pgd(self.model, x, y, eps=eps, step_size=self.train_attack["eps"] * float(margins.max()) / 4,
+        return pgd(self.model, x, y, eps=eps, step_size=self.train_attack["eps"] * margins.max().double() / 4,
                    steps=self.train_attack["steps"], loss="kl", init="normal", init_std=self.init_std,
                    precision=self.train_attack.get("precision", "auto"))
 
