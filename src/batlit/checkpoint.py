@@ -168,14 +168,23 @@ def _plain_kwargs(node: DictConfig) -> dict[str, Any]:
 
 
 def build_model(config: DictConfig, key: str = "ckpt", path: str | Path = "") -> torch.nn.Module:
-    """conf/model's factory named by ``config.model._target_`` (batlit.registry.MODELS), plain arguments."""
+    """conf/model's factory named by ``config.model._target_`` (batlit.registry.MODELS), plain arguments.
+
+    ``channels_last`` is this machine's default (where bf16 is fast: a GPU or a bf16 CPU), not the
+    value the writing run resolved: a GPU-trained checkpoint evaluated on a plain CPU is NCHW there.
+    The layout changes no parameter name and no output beyond float rounding."""
     from .registry import MODELS
 
     target = str(config.model._target_)
     if target not in MODELS:  # stored_run_config allows only shipped targets; this keeps the two in step
         raise ConfigError(f"{key}: '{path}' names model {target}, which is not one of batlit's models")
+    kwargs = _plain_kwargs(config.model)
+    if "channels_last" in kwargs:  # the layout is the reading machine's default, not the writer's
+        from .config import fast_bf16
+
+        kwargs["channels_last"] = fast_bf16()
     try:
-        return MODELS[target](**_plain_kwargs(config.model))
+        return MODELS[target](**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{key}: '{path}' stores model settings {target} cannot take: {err}") from err
 
