@@ -85,7 +85,7 @@ def test_frl_fine_tunes_a_pgd_at_checkpoint_through_the_cli(tmp_path, hot_start)
     assert record["method"] == "frl_rwrm"
     rows = list(csv.DictReader((tmp_path / "frl" / "csv" / "metrics.csv").open()))
     logged = {k for row in rows for k, v in row.items() if v}
-    assert {"frl/lambda_nat/class0", "frl/lambda_bndy/class9", "frl/lambda_eps/class3"} <= logged
+    assert {"classwise/lambda_nat/class0", "classwise/lambda_bndy/class9", "classwise/lambda_eps/class3"} <= logged
     # another architecture: refused naming the key (the CLI prints such a ValueError as one line)
     from batlit.models import resnet18
 
@@ -108,7 +108,7 @@ def test_overall_validation_errors_weigh_classes_by_their_counts(monkeypatch):
     x, y = torch.rand(6, 3, 4, 4), torch.tensor([0, 0, 0, 1, 1, 2])  # class 3 absent
     loader = [(x[:3], y[:3]), (x[3:], y[3:])]
     monkeypatch.setattr(LightningModule, "trainer", property(
-        lambda self: SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=lambda: loader))))
+        lambda self: SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=lambda: loader), world_size=1)))
     std, bndy, std_total, bndy_total = method.validation_errors()
     wrong = (method.model(x).argmax(1) != y).float()
     assert std_total == pytest.approx(float(wrong.mean()))

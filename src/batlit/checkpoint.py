@@ -189,6 +189,9 @@ def build_model(config: DictConfig, key: str = "ckpt", path: str | Path = "") ->
         raise ConfigError(f"{key}: '{path}' stores model settings {target} cannot take: {err}") from err
 
 
+REPORTED_WEIGHTS = ("model", "averaged_model")  # state-dict prefixes a checkpoint may name as its reported model
+
+
 def load_run(path: str | Path, key: str = "ckpt") -> LoadedRun:
     """The trained model in eval mode, the config it was trained with and its class names.
 
@@ -197,7 +200,11 @@ def load_run(path: str | Path, key: str = "ckpt") -> LoadedRun:
     checkpoint itself holds.
     """
     ckpt, config = read_batlit_checkpoint(path, key)
-    prefix = "model."
+    # the weights the run reported: the trained model, or CFA's averaged one saved beside it
+    reported = ckpt["batlit"].get("reported_weights", "model")
+    if reported not in REPORTED_WEIGHTS:
+        raise ConfigError(f"{key}: '{path}' names reported weights {reported!r}, not one of {', '.join(REPORTED_WEIGHTS)}")
+    prefix = f"{reported}."
     state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith(prefix)}
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in build_model(config, key, path).state_dict().items()}

@@ -267,8 +267,16 @@ def validate(cfg: DictConfig, check_paths: bool = True) -> None:
                               f"got {factors!r}")
     # Lightning's default inference mode cannot be left for the evaluation attacks' input gradients
     _check(cfg, "trainer.inference_mode", lambda v: v is False, "false (evaluation attacks need input gradients)")
-    for key in ("method.beta", "method.alpha", "method.bound", "method.rate1", "method.rate2"):
-        _check(cfg, key, lambda v: v >= 0, ">= 0")
+    for key in ("method.beta", "method.alpha", "method.bound", "method.rate1", "method.rate2",
+                "method.eta", "method.r", "method.lambda1", "method.lambda2"):
+        _check(cfg, key, lambda v: not isinstance(v, bool) and v >= 0, ">= 0")
+    if _get(cfg, "method._target_") == "batlit.methods.DAFA":  # GAIRAT's lam may be negative
+        _check(cfg, "method.lam", lambda v: not isinstance(v, bool) and v >= 0, ">= 0")
+    _check(cfg, "method.threshold", lambda v: v is None or 0 <= v <= 1, "in [0, 1] (or null for the base's default)")
+    warmup, epochs = _get(cfg, "method.warmup_epoch"), _get(cfg, "epochs")
+    if _is_int(warmup) and _is_int(epochs) and warmup > epochs:
+        raise ConfigError(f"method.warmup_epoch={warmup} is beyond the run's epochs={epochs}: the class weights "
+                          "would never be computed (set method.warmup_epoch <= epochs)")
     _check(cfg, "method.tau", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
     if "init_ckpt" in (cfg.get("method") or {}).keys() and OmegaConf.is_missing(cfg.method, "init_ckpt"):
         raise ConfigError("method.init_ckpt is required: the checkpoint to fine-tune (e.g. last.ckpt of a PGD-AT run)")

@@ -171,9 +171,13 @@ def check_method_options(cfg: DictConfig) -> None:
     stand_in = nn.Linear(1, 2)
     stand_in.num_classes = int(cfg.data.get("num_classes") or 2)
     options = OmegaConf.to_container(cfg.method, resolve=True)  # detached: init_ckpt may be ??? here
+    given = options.get("init_ckpt")
     if "init_ckpt" in options:
         options["init_ckpt"] = None
-    build_method(cfg, stand_in, node=OmegaConf.create(options))
+    method = build_method(cfg, stand_in, node=OmegaConf.create(options))
+    if getattr(method, "fine_tunes", False) and not given:
+        raise ConfigError(f"method.init_ckpt is required: {type(method).__name__} fine-tunes a robust model "
+                          "(e.g. method.init_ckpt=<a PGD-AT run>/checkpoints/last.ckpt)")
 
 
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
@@ -222,6 +226,8 @@ def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path, c
         "batlit_version": _version(), "torch_version": torch.__version__,
         "fast_paths": fast_paths(cfg, trainer),
         **summary,
+        # the class-wise methods' final per-class state (weights, eps scales, multipliers): batlit.report
+        "class_state": method.class_state() if hasattr(method, "class_state") else None,
         "val": val,  # the last validation (same attack as attack.val): for choosing hyper-parameters
     }
     if trainer.is_global_zero:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -133,7 +133,39 @@ def check_threat_model(eps: float, step_size: float, steps: int, prefix: str = "
         raise ValueError(f"{prefix}.steps must be an integer >= 1, got {steps}")
 
 
-def project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+def sample_budgets(eps: float | Tensor, step_size: float | Tensor, steps: int, x: Tensor) -> tuple[Any, Any]:
+    """(ε, step) ready to broadcast against x: floats as given, tensors as (N, 1, 1, 1).
+
+    A tensor is either one value per sample, shape (N,) (class-wise budgets: FRL, CFA, DAFA), or a
+    0-dim tensor. Tensor values are checked on their device (``torch._assert_async``): a host read
+    of ``eps.min()`` would stall a GPU once per training step.
+    """
+    if not isinstance(eps, Tensor) and not isinstance(step_size, Tensor):
+        check_threat_model(eps, step_size, steps)
+        return eps, step_size
+    check_threat_model(0.0, 1.0, steps)
+    checks = []
+    for name, value, ok in (("eps", eps, lambda v: v >= 0), ("step_size", step_size, lambda v: v > 0)):
+        if isinstance(value, Tensor):
+            if value.ndim > 1 or (value.ndim == 1 and value.numel() != x.shape[0]):
+                raise ValueError(f"attack.{name}: a tensor budget needs one value per sample ({x.shape[0]}), "
+                                 f"got shape {tuple(value.shape)}")
+            checks.append(ok(value).all())
+        else:
+            check_threat_model(eps if name == "eps" else 0.0, step_size if name == "step_size" else 1.0, steps)
+    torch._assert_async(torch.stack(checks).all())
+    shape = (-1, *([1] * (x.ndim - 1)))
+
+    def broadcast(value: Any) -> Any:
+        if not isinstance(value, Tensor):
+            return value
+        value = value.to(device=x.device, dtype=x.dtype)
+        return value.view(shape) if value.ndim == 1 else value
+
+    return broadcast(eps), broadcast(step_size)
+
+
+def project(x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
     """Π onto B∞(x, ε) ∩ [0, 1]."""
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 

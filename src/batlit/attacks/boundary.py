@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._common import AttackPrecision, check_threat_model, eval_mode, input_gradient, project, random_start
+from ._common import AttackPrecision, eval_mode, input_gradient, project, random_start, sample_budgets
 from .pgd import attack_loss, check_loss, clean_probabilities
 
 
@@ -41,8 +41,8 @@ def boundary_pgd(
     x: Tensor,
     y: Tensor,
     *,
-    eps: float,
-    step_size: float,
+    eps: float | Tensor,
+    step_size: float | Tensor,
     steps: int,
     tau: int = 1,
     init_std: float = 0.001,
@@ -63,7 +63,8 @@ def boundary_pgd(
     Args:
         model: maps [0, 1] images to logits; run in eval mode, its mode restored on exit.
         x, y: images (N, C, H, W) in [0, 1] and labels (N,).
-        eps, step_size, steps: the L∞ budget, the step and K.
+        eps, step_size, steps: the L∞ budget, the step and K; ε and the step may be one value per
+            sample, (N,) tensors (class-wise budgets), as in :func:`~batlit.attacks.pgd`.
         tau: misclassified evaluations to pass after the first before ``first_adv`` is taken
             (the authors' code: 1, as in FAT; the paper's Algorithm 1 reads as 0).
         init_std: ξ of the Gaussian start (the authors' code: 0.001); 0 starts at x exactly.
@@ -78,7 +79,7 @@ def boundary_pgd(
         early_exit: without compaction, end the loop once every ``first_adv`` is fixed (one host
             sync per step); False runs all K steps with no host sync.
     """
-    check_threat_model(eps, step_size, steps)
+    eps, step_size = sample_budgets(eps, step_size, steps, x)
     if int(tau) != tau or tau < 0:
         raise ValueError(f"method.tau must be an integer >= 0, got {tau}")
     check_loss(loss)
@@ -94,6 +95,7 @@ def boundary_pgd(
         # The samples of the current batch; with compaction, `rows` maps them back to the input.
         rows = torch.arange(n, device=x.device)
         x_a, y_a, probs_a, prev = x, y, clean_probs, x_k       # prev = x_{k-1} (x_0 at k = 0)
+        eps_a, step_a = eps, step_size                         # per-sample budgets shrink with the batch
         first_mis_a = first_mis.clone()
         mis_count = torch.zeros(n, dtype=torch.long, device=x.device)
         correct = torch.zeros(n, dtype=torch.long, device=x.device)   # κ, written back like first_mis
@@ -116,11 +118,11 @@ def boundary_pgd(
                 fixed = mis & (mis_count == tau + 1)
                 first_adv[rows] = torch.where(_bcast(fixed, x_k), x_k, first_adv[rows])
                 active &= ~fixed
-                step = step_size * grad.sign()
+                step = step_a * grad.sign()
                 if step_noise_std > 0:
                     step = step + step_noise_std * torch.randn(
                         x_k.shape, generator=generator, device=x_k.device, dtype=x_k.dtype)
-                x_next = project(x_k + step, x_a, eps)
+                x_next = project(x_k + step, x_a, eps_a)
                 if compact:
                     keep = active.nonzero().squeeze(1)    # the one host sync per step
                     if keep.numel() < len(rows):
@@ -131,6 +133,7 @@ def boundary_pgd(
                             rows[keep], x_a[keep], y_a[keep], first_mis_a[keep], correct_a[keep],
                             mis_count[keep], active[keep])
                         probs_a = probs_a[keep] if probs_a is not None else None
+                        eps_a, step_a = _rows(eps_a, keep), _rows(step_a, keep)
                         x_k, x_next = x_k[keep], x_next[keep]
                 else:
                     x_next = torch.where(_bcast(active, x_k), x_next, x_k)   # fixed samples stay put
@@ -145,6 +148,11 @@ def boundary_pgd(
             never = first_mis_a == K
             last_clean[rows] = torch.where(_bcast(never, x_k), x_k, last_clean[rows])
     return BoundaryExamples(last_clean.detach(), first_adv.detach(), first_mis, correct)
+
+
+def _rows(value: float | Tensor, keep: Tensor) -> float | Tensor:
+    """The kept samples' budget: a per-sample (N, 1, 1, 1) tensor shrinks, a scalar stays."""
+    return value[keep] if isinstance(value, Tensor) and value.ndim > 0 else value
 
 
 def _bcast(mask: Tensor, like: Tensor) -> Tensor:

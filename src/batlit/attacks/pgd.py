@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ATTACK_LOSSES as LOSSES
-from ._common import AttackPrecision, check_precision, check_threat_model, eval_mode, input_gradient, project, random_start
+from ._common import (AttackPrecision, check_precision, check_threat_model, eval_mode, input_gradient, project,
+                      random_start, sample_budgets)
 
 CW_CONFIDENCE = 50.0  # κ of the CW loss in the FAT/GAIRAT evaluation code
 
@@ -55,7 +56,7 @@ def pgd(
     y: Tensor,
     *,
     eps: float | Tensor,
-    step_size: float,
+    step_size: float | Tensor,
     steps: int,
     loss: str = "ce",
     init: str = "uniform",
@@ -68,9 +69,10 @@ def pgd(
     Args:
         model: maps images in [0, 1] to logits; it runs in eval mode and its mode is restored.
         x, y: images (N, C, H, W) in [0, 1] and integer labels (N,).
-        eps, step_size, steps: the L∞ budget (a float, or one per sample as an (N,) tensor: FRL's
-            class-wise margins; the step may then be a 0-dim tensor), the step and the number of
-            steps. Tensor values are checked on their device, without a host sync.
+        eps, step_size, steps: the L∞ budget and the step, each a float or one value per sample as
+            an (N,) tensor (class-wise budgets: FRL's margins, CFA's and DAFA's ε_y and step_y; a
+            0-dim tensor also works), and the number of steps. Tensor values are checked on their
+            device, without a host sync (:func:`~batlit.attacks._common.sample_budgets`).
         loss: ``"ce"`` (PGD-AT, evaluation), ``"kl"`` (TRADES) or ``"cw"`` (CW∞ evaluation).
         init: ``"uniform"`` in the ε-ball, ``"normal"`` (x + init_std·N(0, I)) or ``"none"``.
         generator: optional torch.Generator on x's device for the random start.
@@ -78,13 +80,7 @@ def pgd(
             (:class:`batlit.attacks.AttackPrecision`): ``auto`` keeps the ``kl`` loss from a
             ``normal`` or ``none`` start at full strength under a bf16 training step.
     """
-    if isinstance(eps, Tensor):  # per-sample budgets, checked once before the loop
-        # checked on the device: a host read of eps.min() would stall a GPU once per training step (FRL)
-        torch._assert_async((eps.min() >= 0) & (torch.as_tensor(step_size) > 0))
-        check_threat_model(0.0, 1.0, steps)
-        eps = eps.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
-    else:
-        check_threat_model(eps, step_size, steps)
+    eps, step_size = sample_budgets(eps, step_size, steps, x)  # per-sample tensors: checked on the device
     check_loss(loss)
     x = x.detach()
     plan = AttackPrecision(precision, x.device.type, loss, init)

@@ -126,22 +126,29 @@ class AdversarialMethod(L.LightningModule):
         return losses["loss"]
 
     # ---- evaluation --------------------------------------------------------------------------
+    reported_weights = "model"  # the state-dict prefix of the weights validation, test and load_run use
+
+    def evaluated_model(self) -> nn.Module:
+        """The network validation and test measure: the trained one, or an average of it (CFA's FAWA)."""
+        return getattr(self, self.reported_weights)
+
     def evaluation_attack(self, x: Tensor, y: Tensor, phase: str) -> Tensor:
         """PGD on cross-entropy with a uniform start (docs/design.md §3; PGD-20 at test)."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError("the evaluation attack needs input gradients: build the Trainer with "
                                "inference_mode=False (trainer.inference_mode=false)")
         spec = self.hparams.attack[phase]
-        return pgd(self.model, x, y, eps=self.eps, step_size=float(spec["step_size"]),
+        return pgd(self.evaluated_model(), x, y, eps=self.eps, step_size=float(spec["step_size"]),
                    steps=int(spec["steps"]), loss=spec.get("loss", "ce"), init=spec.get("init", "uniform"),
                    precision=spec.get("precision", "auto"))
 
     def _robustness_step(self, batch: tuple[Tensor, Tensor], phase: str) -> None:
         x, y = batch
         x_adv = self.evaluation_attack(x, y, phase)
+        model = self.evaluated_model()
         with torch.no_grad():
-            adv_logits = self.model(x_adv)
-            getattr(self, f"{phase}_metric").update(self.model(x), adv_logits, y)
+            adv_logits = model(x_adv)
+            getattr(self, f"{phase}_metric").update(model(x), adv_logits, y)
             getattr(self, f"{phase}_confusion").update(adv_logits.argmax(1), y)
 
     def _robustness_results(self, phase: str) -> dict[str, Tensor] | None:
@@ -218,5 +225,6 @@ class AdversarialMethod(L.LightningModule):
         run = self.hparams.get("run_config") or {}
         checkpoint["batlit"] = {"version": __version__, "format": CHECKPOINT_FORMAT, "class_names": self.class_names,
                                 "num_classes": self.num_classes, "method": type(self).__name__,
+                                "reported_weights": self.reported_weights,
                                 "model": (run.get("model") or {}).get("_target_"),
                                 "data": (run.get("data") or {}).get("_target_")}

@@ -12,7 +12,7 @@ from .losses import kl_from_logits
 
 
 def trades_logits(model: nn.Module, x: Tensor, x_adv: Tensor, *, fused: bool = False,
-                  reuse_clean: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                  reuse_clean: bool = False, adv_first: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Train-mode logits ``(clean for CE, adversarial, clean as the KL target)``.
 
     By default in the authors' order, three forwards: yaodongyu/TRADES ``trades_loss`` computes
@@ -26,9 +26,14 @@ def trades_logits(model: nn.Module, x: Tensor, x_adv: Tensor, *, fused: bool = F
     ``reuse_clean``: one clean forward shared by both terms, two in all (clean, adversarial), as
     FAT_for_TRADES.py. ``fused``: one forward over ``cat([x, x_adv])``, BatchNorm normalising both
     together (changes the loss too; an option to measure, like BAT's ``fused_forward``).
+    ``adv_first``: two forwards, adversarial then clean (rucy74/DAFA ``trades_loss``).
     """
     if fused:
         clean, adv = model(torch.cat([x, x_adv])).split(len(x))
+        return clean, adv, clean
+    if adv_first:
+        adv = model(x_adv)
+        clean = model(x)
         return clean, adv, clean
     clean = model(x)
     adv = model(x_adv)
