@@ -1,5 +1,6 @@
-"""A callback the DDP test adds (``+callbacks.dump._target_=rank_state.DumpMethodState``): each
-process writes the method's global state (FRL's multipliers) as it ends training."""
+"""A callback the DDP tests add (``+callbacks.dump._target_=rank_state.DumpMethodState``): each
+process writes the method's global state as it ends training: the class-wise state (FRL's
+multipliers, CFA's margins, FAAL's weights, ...) and CFA's averaged weights."""
 
 from __future__ import annotations
 
@@ -15,5 +16,7 @@ class DumpMethodState(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in pl_module.named_buffers() if k.startswith("lambda_")}
+        names = set(getattr(pl_module, "class_state_names", ()))
+        state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()
+                 if k in names or k.startswith("averaged_model.")}
         torch.save({"world_size": trainer.world_size, **state}, self.out_dir / f"rank{trainer.global_rank}.pt")

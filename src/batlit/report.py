@@ -239,6 +239,28 @@ def per_class_table(groups: Sequence[Group], metric: str) -> tuple[list[str], li
     return ["Method", *names], rows
 
 
+def class_state_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]] | None:
+    """The class-wise methods' final per-class state (metrics.json ``class_state``: weights, ε
+    scales, multipliers), mean over a group's seeds: one row per group and state, one column per
+    class (WAT's extra entry, the average expert, as ``avg``). None when no run has any."""
+    names: list[str] = []
+    rows: list[list[str]] = []
+    for g in groups:
+        states = [r.metrics.get("class_state") or {} for r in g.runs]
+        classes = list(g.runs[0].metrics.get("class_names") or ())
+        for state in sorted(set().union(*states)):
+            vectors = [s[state] for s in states if state in s]
+            mean = [statistics.fmean(col) for col in zip(*vectors)]
+            labels = classes + ["avg"] if len(mean) == len(classes) + 1 else classes
+            names += [n for n in labels if n not in names]
+            values = dict(zip(labels, mean))
+            rows.append([g.label, state, *(f"{values[n]:.3g}" if n in values else "-" for n in names)])
+    if not rows:
+        return None
+    width = 2 + len(names)
+    return ["Method", "State", *names], [row + ["-"] * (width - len(row)) for row in rows]
+
+
 def plot_per_class(groups: Sequence[Group], class_names: list[str], path: Path) -> None:
     """The paper's Figure 4: per-class standard, boundary and robust error of several runs side by side."""
     import matplotlib
@@ -418,6 +440,10 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     for key, title in (("std", "standard"), ("bndy", "boundary"), ("rob", "robust")):
         sections.append(f"\nPer-class {title} error (%, mean over seeds):\n\n"
                         f"{markdown(*per_class_table(groups, key))}\n")
+    state = class_state_table(groups)
+    if state is not None:
+        sections.append(f"\nClass-wise state at the end of training (the per-class weights, ε scales or "
+                        f"multipliers of the class-wise methods; mean over seeds):\n\n{markdown(*state)}\n")
     cost_header, cost_rows, cost = cost_table(groups)
     if cost_rows:
         sections.append(f"\nTraining time per epoch (perf/epoch_seconds of each run's csv/metrics.csv, over all "
