@@ -27,9 +27,9 @@ Where batlit differs from the authors on purpose, a test shows the difference co
 - DAFA's PGD-AT attack has a leftover unscaled step and a Gaussian start (batlit: pgd_at's attack);
 - FAAL's AT step makes an unused clean train-mode forward (batlit does not).
 
-Two differences measured here are not in that list: the KL attacks' start (the authors' x + 0.001·N
-is not clamped into [0, 1], batlit's is) and FAAL's TRADES forwards (the authors' two, adversarial
-then clean; batlit's three, clean, adversarial, clean: the xfail below).
+Two differences this file found were then removed from batlit: the KL attacks' start (the
+authors' x + 0.001·N is not clamped into [0, 1]; batlit's was) and FAAL's TRADES forwards (the
+authors' two, adversarial then clean; batlit's were three).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ from batlit.methods.classwise import validation_seed
 from batlit.methods.faal import kl_uniform_to, probability_margins
 
 EPS, ALPHA, STEPS = 8 / 255, 5 / 255, 3  # STEPS·ALPHA > 1.5·EPS: every class-wise ε-box is reached
-VAL_STEP, VAL_STEPS = 4 / 255, 2  # attack.val: CFA's FAWA check; attack.test differs, so a mix-up shows
+VAL_STEP, VAL_STEPS = 4 / 255, 2  # attack.val: CFA's FAWA check; attack.test is weaker, so a mix-up shows
 ATTACK = {"eps": EPS, "train": {"steps": STEPS, "step_size": ALPHA},
-          "val": {"steps": VAL_STEPS, "step_size": VAL_STEP}, "test": {"steps": 3, "step_size": 3 / 255}}
+          "val": {"steps": VAL_STEPS, "step_size": VAL_STEP}, "test": {"steps": 1, "step_size": 1 / 255}}
 OPT = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
 K = 4
 
@@ -94,6 +94,17 @@ def _batch(seed: int = 1, n: int = 16, k: int = K) -> tuple[torch.Tensor, torch.
     g = torch.Generator().manual_seed(seed)
     x = 0.1 + 0.8 * torch.rand(n, 3, 4, 4, generator=g)
     y = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
+    return x, y
+
+
+def _separable_batch(seed: int, n: int, k: int = K, signal: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Balanced images a tiny model learns in a few steps: class c brightens quadrant c by ``signal``."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
+    x = 0.3 + 0.4 * torch.rand(n, 3, 4, 4, generator=g)
+    for i, c in enumerate(y.tolist()):
+        row, col = divmod(c % 4, 2)
+        x[i, :, 2 * row:2 * row + 2, 2 * col:2 * col + 2] += signal
     return x, y
 
 
@@ -195,18 +206,18 @@ def cfa_cw_trades_loss(model, x_natural, y, cw_eps, cw_beta, step_size, perturb_
     return loss, robust_out.detach(), x_adv
 
 
-def cfa_epoch_rules(epoch, cw_history, begin, eps, beta, lambda_1, lambda_2, ccr, k):
+def cfa_epoch_rules(epoch, cw_history, begin, eps, beta, lambda_1, lambda_2, ccr, k, device="cpu"):
     """train.py's main loop at 0-based ``epoch``: (class_eps, class_beta) from cw_tensor[-1, 1, :],
     the class-wise training robust accuracy of the previous epoch."""
     if epoch >= begin:
-        train_robust = cw_history[-1]
-        class_eps = (torch.ones(k) * lambda_1 + train_robust) * eps
+        train_robust = cw_history[-1].to(device)
+        class_eps = (torch.ones(k, device=device) * lambda_1 + train_robust) * eps
     else:
-        class_eps = torch.ones(k) * eps
+        class_eps = torch.ones(k, device=device) * eps
     if ccr and epoch >= begin:
         class_beta = (lambda_2 + train_robust) * beta / (1 + (lambda_2 + train_robust) * beta)
     else:
-        class_beta = torch.ones(k) * (beta / (1 + beta))
+        class_beta = torch.ones(k, device=device) * (beta / (1 + beta))
     return class_eps, class_beta
 
 
@@ -214,9 +225,11 @@ class CfaCwLog:
     """train.py ``CW_log.update_robust`` / ``result``: m·cw_robust_k / N over an epoch."""
 
     def __init__(self, k):
-        self.k, self.n, self.cw_robust = k, 0, torch.zeros(k)
+        self.k, self.n, self.cw_robust = k, 0, None
 
     def update_robust(self, output, y):
+        if self.cw_robust is None:
+            self.cw_robust = torch.zeros(self.k, device=output.device)
         self.n += len(y)
         correct = output.max(1)[1] == y
         for i, c in enumerate(y):
@@ -241,10 +254,10 @@ def cfa_weight_average(model, new_model, decay_rate, init=False):
     model.load_state_dict(new_dict)
 
 
-def cfa_valid_worst(model, loader, eps, alpha, n_iters, epoch, k):
-    """train.py: ``eval_epoch(model, valid_loader, ..., pgd_loss, ...)[3].min()``, FAWA's R_min: eval
-    mode, ``attack_pgd`` (δ ~ U(−ε, ε) clipped to [−x, 1 − x], CE sign steps), the class-wise robust
-    accuracy m·correct_k/N. The start of batch i is drawn from batlit's generator for it."""
+def cfa_valid_robust(model, loader, eps, alpha, n_iters, epoch, k):
+    """train.py: ``eval_epoch(model, valid_loader, ..., pgd_loss, ...)[3]``, whose min is FAWA's R_min:
+    eval mode, ``attack_pgd`` (δ ~ U(−ε, ε) clipped to [−x, 1 − x], CE sign steps), the class-wise
+    robust accuracy m·correct_k/N. The start of batch i is drawn from batlit's generator for it."""
     model.eval()
     log = CfaCwLog(k)
     for i, (x, y) in enumerate(loader):
@@ -257,7 +270,7 @@ def cfa_valid_worst(model, loader, eps, alpha, n_iters, epoch, k):
             delta = torch.clamp(d, 0 - x, 1 - x).detach().requires_grad_(True)
         with torch.no_grad():
             log.update_robust(model(x + delta), y)
-    return float(log.result().min())
+    return log.result()
 
 
 @pytest.mark.parametrize("ccr", [False, True])
@@ -399,16 +412,17 @@ def test_cfa_makes_no_clean_forward_after_the_step_unlike_train_epoch():
 
 
 def test_fawa_is_weight_average_gated_by_the_worst_class(monkeypatch):
-    """FAWA over three epochs: R_min is the authors' (eval-mode PGD on the validation split); the
-    first qualifying epoch copies the model, the next averages 0.88·avg + 0.12·θ (BatchNorm's running
-    statistics included), an epoch under the threshold leaves the average alone.
+    """FAWA over three epochs: the class-wise validation robust accuracy (attack.val's eval-mode PGD)
+    and its minimum R_min are the authors'; the first qualifying epoch copies the model, the next
+    averages 0.88·avg + 0.12·θ (BatchNorm's running statistics included), an epoch under the
+    threshold leaves the average alone.
 
     Deliberate: ``weight_average`` also averages BatchNorm's integer ``num_batches_tracked`` as a
-    float and truncates it when loading it back (0.88·3 + 0.12·6 = 3.36 → 3); batlit copies the
-    model's counter (6). BatchNorm reads the counter only in train mode with momentum=None (a
+    float and truncates it when loading it back (0.88·10 + 0.12·20 = 11.2 → 11); batlit copies the
+    model's counter (20). BatchNorm reads the counter only in train mode with momentum=None (a
     cumulative average); the averaged model is only evaluated, so both compute the same outputs.
     """
-    val = [_batch(seed=7, n=8), _batch(seed=8, n=8)]
+    val = [_separable_batch(7, 16), _separable_batch(8, 16)]
     _with_val_split(monkeypatch, val)
     method = CFA(_bn_model(), attack=ATTACK, optimizer=OPT, base="pgd_at", fawa=True, threshold=0.0)
     reference = copy.deepcopy(method.model)
@@ -416,15 +430,24 @@ def test_fawa_is_weight_average_gated_by_the_worst_class(monkeypatch):
     seat_init = False
     opt = torch.optim.SGD(method.model.parameters(), lr=0.1)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
-    train_x, train_y = _batch(seed=9)
+    train_x, train_y = _separable_batch(9, 32)
+    measured = {}
+    validation_sums = method.validation_sums
+
+    def spy(*args, **kwargs):
+        measured["sums"], measured["counts"] = validation_sums(*args, **kwargs)
+        return measured["sums"], measured["counts"]
+
+    method.validation_sums = spy
     for epoch in (1, 2, 3):  # 1-based
         for model, optimizer in ((method.model, opt), (reference, ref_opt)):  # the same training
             model.train()
-            for _ in range(3):
+            for _ in range(10):
                 optimizer.zero_grad()
                 F.cross_entropy(model(train_x), train_y).backward()
                 optimizer.step()
-        r_min = cfa_valid_worst(reference, val, EPS, VAL_STEP, VAL_STEPS, epoch, K)
+        robust = cfa_valid_robust(reference, val, EPS, VAL_STEP, VAL_STEPS, epoch, K)
+        r_min = float(robust.min())
         if epoch == 3:
             method.threshold = r_min + 0.01  # this epoch does not qualify
         if r_min >= method.threshold:
@@ -434,15 +457,17 @@ def test_fawa_is_weight_average_gated_by_the_worst_class(monkeypatch):
             cfa_weight_average(fawa_reference, reference, 1.0, False)
         with _quiet():
             method.after_epoch(epoch)
+        torch.testing.assert_close(measured["sums"]["correct"] / measured["counts"], robust)
         assert method._fawa_worst == pytest.approx(r_min)
         assert method.reported_weights == "averaged_model"
         for name, ours in method.averaged_model.state_dict().items():
             authors = fawa_reference.state_dict()[name]
-            if name.endswith("num_batches_tracked"):  # the model's counter: 3 forwards per epoch
-                assert int(ours) == {1: 3, 2: 6, 3: 6}[epoch]             # batlit: the model's value
-                assert int(authors) == {1: 3, 2: math.trunc(0.88 * 3 + 0.12 * 6), 3: 3}[epoch]
+            if name.endswith("num_batches_tracked"):  # the model's counter: 10 forwards per epoch
+                assert int(ours) == {1: 10, 2: 20, 3: 20}[epoch]             # batlit: the model's value
+                assert int(authors) == {1: 10, 2: math.trunc(0.88 * 10 + 0.12 * 20), 3: 11}[epoch]
             else:
                 torch.testing.assert_close(ours, authors, msg=lambda m, name=name: f"epoch {epoch}, {name}: {m}")
+    assert 0 < r_min < 1  # the statistic is informative here
     x, _ = _batch()
     method.averaged_model.eval()
     fawa_reference.eval()
@@ -521,9 +546,11 @@ def wat_validate(model, loader, epsilon, step_size, num_steps, beta, class_num, 
     Σ_i CE_i/K·K/normaliser, the same for KL; cost = nat + β·bndy. The authors' normaliser is
     val_iter·batch_size (24·128 = 3072 for 3000 images). Batch i starts from batlit's generator."""
     model.eval()
-    nat = torch.zeros(class_num + 1)
-    bndy = torch.zeros(class_num + 1)
+    nat = bndy = None
     for i, (data, target) in enumerate(loader):
+        if nat is None:
+            nat = torch.zeros(class_num + 1, device=data.device)
+            bndy = torch.zeros(class_num + 1, device=data.device)
         g = torch.Generator(device=data.device).manual_seed(validation_seed(epoch, i))
         output_adv = wat_trades_attack(model, data, epsilon, step_size, num_steps, generator=g)
         with torch.no_grad():
@@ -882,10 +909,10 @@ def faal_solve_weight(y, class_margin, r, k):
 
 def faal_class_margin(loss_margin, y, k):
     """ft_prn.py: per-class mean margin of the batch, NaN (an absent class) → −1."""
-    class_margin = torch.zeros(k)
+    class_margin = torch.zeros(k, device=loss_margin.device)
     for cc in range(k):
         members = loss_margin[y == cc]
-        class_margin[cc] += members.mean() if len(members) else torch.tensor(float("nan"))
+        class_margin[cc] += members.mean() if len(members) else float("nan")
     return torch.where(torch.isnan(class_margin), -torch.ones_like(class_margin), class_margin)
 
 
@@ -999,10 +1026,9 @@ def test_faal_trades_loss_is_the_authors():
     _assert_same_grads(method.model, reference, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="undocumented difference: the authors' FAAL batch makes two train-mode "
-                   "forwards, f(x') then f(x); batlit's FAAL with base=trades makes TRADES' three (clean, "
-                   "adversarial, clean), so BatchNorm's running statistics differ")
 def test_faal_trades_forwards_are_the_authors():
+    """The authors' FAAL batch makes two train-mode forwards, f(x') then f(x): BatchNorm's running
+    statistics follow that order (TRADES' three forwards would move them otherwise)."""
     x, y = _batch()
     method = FAAL(_bn_model(), attack=ATTACK, optimizer=OPT, base="trades", r=0.5)
     reference = copy.deepcopy(method.model)
@@ -1014,29 +1040,120 @@ def test_faal_trades_forwards_are_the_authors():
 
 # ==== the KL attacks' start ============================================================================
 
-def test_the_kl_attack_start_is_clamped_into_the_image_unlike_the_authors():
-    """Not in the documented list: the authors' KL attacks (TRADES, CFA, WAT, DAFA, FAAL) take their
-    first gradient at x + 0.001·N as drawn, outside [0, 1] where a pixel is saturated (0 or 1, common
-    in CIFAR-10); batlit's ``random_start`` projects it into [0, 1] first. That is the only
-    difference: the authors' attack from the clamped start gives batlit's examples. But it is not a
-    local one: the KL's gradient near x is linear in the start's offset (second order in the loss),
-    so clamping a few pixels changes the first step's signs across the image, and a share of the
-    unsaturated pixels ends elsewhere in the ε-box."""
+def test_the_kl_attack_starts_outside_the_image_as_the_authors():
+    """The authors' KL attacks (TRADES, FRL, CFA, WAT, DAFA, FAAL) take their first gradient at
+    x + 0.001·N as drawn, outside [0, 1] where a pixel is saturated (0 or 1, common in CIFAR-10);
+    batlit does too (``project_start=False``). Clamping that start is not a local change: the KL's
+    gradient near x is linear in the start's offset, so clamping a few pixels changes the first
+    step's signs across the image and a share of the unsaturated pixels ends elsewhere."""
     x, y = _batch()
+    x[:, :, 0, :2] = 0.0  # saturated pixels
+    x[:, :, 3, 2:] = 1.0
     method = WAT(_plain_model(), attack=ATTACK, optimizer=OPT)
     torch.manual_seed(11)
     ours = method.perturb(x, y)
     torch.manual_seed(11)
-    torch.testing.assert_close(ours, wat_trades_attack(copy.deepcopy(method.model), x, EPS, ALPHA, STEPS))
-    x[:, :, 0, :2] = 0.0  # saturated pixels
-    x[:, :, 3, 2:] = 1.0
-    torch.manual_seed(11)
-    ours = method.perturb(x, y)
-    torch.manual_seed(11)
     authors = wat_trades_attack(copy.deepcopy(method.model), x, EPS, ALPHA, STEPS)
+    torch.testing.assert_close(ours, authors)
     torch.manual_seed(11)
     clamped = wat_trades_attack(copy.deepcopy(method.model), x, EPS, ALPHA, STEPS, clamp_start=True)
-    torch.testing.assert_close(ours, clamped)
     saturated = (x == 0) | (x == 1)
-    moved = (ours - authors).abs() > 1e-6
-    assert float(moved[~saturated].float().mean()) > 0.05
+    moved = (clamped - authors).abs() > 1e-6
+    assert float(moved[~saturated].float().mean()) > 0.05  # the clamp would matter
+
+
+# ==== the experiments' recipes =========================================================================
+
+def _cfa_lr(epoch: int, epochs: int = 200, lr_max: float = 0.1) -> float:
+    """PKU-ML/CFA train.py ``lr_schedule(t)`` with the 0-based t = epoch − 1."""
+    t = epoch - 1
+    if t / epochs < 0.5:
+        return lr_max
+    if t / epochs < 0.75:
+        return lr_max / 10.0
+    return lr_max / 100.0
+
+
+def _wat_lr(epoch: int, lr: float = 0.1) -> float:
+    """boqili/WAT ``adjust_learning_rate(optimizer, epoch + 1)``: ``epoch`` here is that epoch + 1."""
+    out = lr
+    if epoch >= 75:
+        out = lr * 0.1
+    if epoch >= 90:
+        out = lr * 0.01
+    if epoch >= 100:
+        out = lr * 0.001
+    return out
+
+
+def _dafa_lr(epoch: int, epochs: int = 110, lr: float = 0.1) -> float:
+    """rucy74/DAFA ``adjust_learning_rate`` ('bag_of_tricks'), 1-based epochs."""
+    out = lr
+    if epoch >= epochs - 10:
+        out = lr * 0.1
+    if epoch >= epochs - 5:
+        out = lr * 0.01
+    return out
+
+
+def _faal_lrs(epochs: int = 2, lr_max: float = 0.01) -> list[float]:
+    """TrustAI/FAAL ft_prn.py: MultiStepLR(milestones=[epochs / 2], gamma=0.1), stepped after each epoch."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(()))], lr=lr_max)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[epochs * 1 / 2], gamma=0.1)
+    lrs = []
+    with _quiet():
+        for _ in range(epochs):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+    return lrs
+
+
+RECIPES = {
+    # lr per 1-based epoch; (ε, steps, step) of the training attack; SGD's weight decay and Nesterov;
+    # the validation split's size; the method's settings
+    "cfa_cifar10": (lambda n: [_cfa_lr(e) for e in range(1, n + 1)], (8 / 255, 10, 2 / 255), 5e-4, False, 1000,
+                    {"base": "trades", "ccm": True, "ccr": False, "lambda1": 0.5, "lambda2": 0.5, "begin": 10,
+                     "beta": 6.0, "fawa": True, "decay": 0.88, "reuse_clean_logits": False, "fused_forward": False}),
+    "wat_cifar10": (lambda n: [_wat_lr(e) for e in range(1, n + 1)], (0.031, 10, 0.007), 2e-4, False, 3000,
+                    {"base": "trades", "eta": 0.1, "beta": 6.0, "reuse_clean_logits": True, "fused_forward": False}),
+    "dafa_cifar10": (lambda n: [_dafa_lr(e) for e in range(1, n + 1)], (0.031, 10, 0.007), 5e-4, True, 0,
+                     {"base": "trades", "lam": 1.0, "warmup_epoch": 70, "beta": 6.0, "fused_forward": False}),
+    "faal_cifar10": (lambda n: _faal_lrs(n), (8 / 255, 10, 2 / 255), 5e-4, False, 0,
+                     {"base": "pgd_at", "r": 0.5}),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(RECIPES))
+def test_each_experiment_is_its_authors_recipe(experiment):
+    """The paper config against the authors' scripts: the lr of every epoch (the scheduler stepped as
+    Lightning steps it), the training attack, SGD, batch 128, the validation split and the method's
+    settings (CFA's FAWA check: PGD-10, step 2/255 at 8/255, as the authors' eval_epoch)."""
+    from omegaconf import OmegaConf
+
+    from batlit.methods import Standard
+    from test_configs import _compose
+
+    lrs, (eps, steps, step), weight_decay, nesterov, val_size, method = RECIPES[experiment]
+    cfg = _compose(f"experiment={experiment}")
+    standard = Standard(_plain_model(), attack=ATTACK, optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+                        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True))
+    setup = standard.configure_optimizers()
+    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    ours = []
+    with _quiet():  # lr_scheduler.step() before optimizer.step(): no training here
+        for _ in range(cfg.epochs):
+            ours.append(optimizer.param_groups[0]["lr"])
+            schedule.step()
+    assert ours == pytest.approx(lrs(cfg.epochs), rel=1e-9)
+    train_eps = cfg.attack.train.eps if cfg.attack.train.eps is not None else cfg.attack.eps
+    assert (train_eps, cfg.attack.train.steps, cfg.attack.train.step_size) == pytest.approx((eps, steps, step))
+    group = optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.9, pytest.approx(weight_decay), nesterov)
+    assert cfg.data.batch_size == 128 and cfg.data.val_size == val_size
+    assert {k: cfg.method[k] for k in method} == method
+    if experiment == "cfa_cifar10":
+        assert (cfg.attack.eps, cfg.attack.val.steps, cfg.attack.val.step_size) == pytest.approx((8 / 255, 10, 2 / 255))
+        cfa = CFA(_plain_model(), attack=ATTACK, optimizer=OPT,
+                  **{k: v for k, v in OmegaConf.to_container(cfg.method).items() if k != "_target_"})
+        assert cfa.threshold == 0.24  # train.py's default for its default mode, TRADES

@@ -47,18 +47,27 @@ def _flip_rate(model, x, y, x_adv) -> float:
 
 def test_trades_attack_keeps_its_strength_under_bf16_autocast(trained):
     model, x, y = trained
-    rates = {}
+    rates, start = {}, {}
     for name, precision, context in (("fp32", "auto", torch.autocast("cpu", enabled=False)),
                                      ("bf16 step, auto", "auto", bf16()), ("bf16 attack", "bf16", bf16())):
         torch.manual_seed(1)  # the same random start in every mode
         with context:
             x_adv = method(TRADES, model, precision).perturb(x, y)
         rates[name] = _flip_rate(model, x, y, x_adv)
-    n, base = len(y), rates["fp32"]
-    assert base > 0.2, rates  # the attack has something to lose
-    assert abs(rates["bf16 step, auto"] - base) <= 3 * _sem(base, n), rates
+        # the same KL attack from a start projected into [0, 1]: where the probe's many saturated
+        # pixels do not carry TRADES' unclamped start noise (bf16 keeps it near 0), bf16 loses it
+        torch.manual_seed(1)
+        with context:
+            x_adv = pgd(model, x, y, eps=ATTACK["eps"], step_size=ATTACK["train"]["step_size"],
+                        steps=ATTACK["train"]["steps"], loss="kl", init="normal", precision=precision)
+        start[name] = _flip_rate(model, x, y, x_adv)
+    n = len(y)
+    for found in (rates, start):
+        base = found["fp32"]
+        assert base > 0.2, found  # the attack has something to lose
+        assert abs(found["bf16 step, auto"] - base) <= 3 * _sem(base, n), found
     # the bug this guards against: the same attack in bf16 misses many of fp32's flips
-    assert base - rates["bf16 attack"] > 3 * _sem(base, n), rates
+    assert start["fp32"] - start["bf16 attack"] > 3 * _sem(start["fp32"], n), start
 
 
 def test_bat_steps_to_the_boundary_match_fp32_under_bf16_autocast(trained):

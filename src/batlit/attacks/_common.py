@@ -171,9 +171,11 @@ def project(x_adv: Tensor, x: Tensor, eps: float | Tensor) -> Tensor:
 
 
 def random_start(
-    x: Tensor, eps: float, init: str, init_std: float, generator: torch.Generator | None
+    x: Tensor, eps: float, init: str, init_std: float, generator: torch.Generator | None, project_start: bool = True
 ) -> Tensor:
-    """x_0: uniform in the ε-ball (Madry), x + init_std·N(0, I) (TRADES/BAT), or x itself."""
+    """x_0: uniform in the ε-ball (Madry), x + init_std·N(0, I) (TRADES/BAT), or x itself; projected
+    onto B∞(x, ε) ∩ [0, 1] unless ``project_start`` is false (the TRADES lineage's KL attacks take
+    their first gradient at x + 0.001·N as drawn, a saturated pixel slightly outside [0, 1])."""
     if init == "uniform":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x0 = x + (2 * noise - 1) * eps
@@ -183,7 +185,7 @@ def random_start(
         x0 = x.clone()
     else:
         raise ValueError(f"attack.init must be one of uniform, normal, none; got {init!r}")
-    return project(x0, x, eps)
+    return project(x0, x, eps) if project_start else x0
 
 
 def input_gradient(loss: Tensor, x: Tensor) -> Tensor:

@@ -63,6 +63,7 @@ def pgd(
     init_std: float = 0.001,
     generator: torch.Generator | None = None,
     precision: str = "auto",
+    project_start: bool = True,
 ) -> Tensor:
     """Return adversarial examples in B∞(x, ε) ∩ [0, 1] after ``steps`` signed-gradient steps.
 
@@ -76,6 +77,9 @@ def pgd(
         loss: ``"ce"`` (PGD-AT, evaluation), ``"kl"`` (TRADES) or ``"cw"`` (CW∞ evaluation).
         init: ``"uniform"`` in the ε-ball, ``"normal"`` (x + init_std·N(0, I)) or ``"none"``.
         generator: optional torch.Generator on x's device for the random start.
+        project_start: project the random start onto the ε-ball and [0, 1] (default); False starts
+            from x + init_std·N as drawn, as the KL attacks of TRADES, FRL, CFA, WAT, DAFA and FAAL
+            do (yaodongyu/TRADES ``trades_loss``: no clamp before the first step).
         precision: ``auto``, ``fp32``, ``fp32_first``, ``bf16`` or ``inherit``
             (:class:`batlit.attacks.AttackPrecision`): ``auto`` keeps the ``kl`` loss from a
             ``normal`` or ``none`` start at full strength under a bf16 training step.
@@ -87,7 +91,7 @@ def pgd(
     with eval_mode(model), torch.enable_grad(), plan.whole():
         with plan.step(0):
             clean_probs = clean_probabilities(model, x, loss)
-        x_adv = random_start(x, eps, init, init_std, generator)
+        x_adv = random_start(x, eps, init, init_std, generator, project_start)
         for k in range(int(steps)):
             x_adv.requires_grad_(True)
             with plan.step(k):

@@ -144,7 +144,8 @@ class ClassWiseMethod(AdversarialMethod):
                        precision=self.train_attack["precision"])
         if self.base == "pgd_at":
             return pgd(self.model, x, y, loss="ce", init="uniform", **options)
-        return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, **options)
+        # the authors' KL attacks (TRADES, FRL, CFA, WAT, DAFA, FAAL) do not clamp x + 0.001·N before the first step
+        return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, project_start=False, **options)
 
     # ---- the base's per-sample terms ---------------------------------------------------------
     def base_terms(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:

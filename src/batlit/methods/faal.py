@@ -81,6 +81,7 @@ class FAAL(HotStart, ClassWiseMethod):
     """
 
     source = "batch"
+    adv_first = True  # base=trades: the authors' two forwards, f(x') then f(x)
 
     def __init__(self, *args, r: float = 0.5, base: str = "pgd_at", init_ckpt: str | None = None, **kwargs) -> None:
         super().__init__(*args, base=base, **kwargs)

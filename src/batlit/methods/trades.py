@@ -54,7 +54,9 @@ class TRADES(AdversarialMethod):
         self.fused_forward, self.reuse_clean_logits = bool(fused_forward), bool(reuse_clean_logits)
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, **self.train_attack)
+        # trades_loss: x + 0.001·N is not clamped before the first step
+        return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, project_start=False,
+                   **self.train_attack)
 
     def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
         logits, logits_adv, target = trades_logits(self.model, x, x_adv, fused=self.fused_forward,

@@ -69,7 +69,7 @@ class WAT(ClassWiseMethod):
         """The training attack (TRADES' KL from x + 0.001·N) on validation images, seeded."""
         return pgd(self.model, x, y, eps=self.train_attack["eps"], step_size=self.train_attack["step_size"],
                    steps=self.train_attack["steps"], loss="kl", init="normal", init_std=self.init_std,
-                   generator=generator, precision=self.train_attack["precision"])
+                   generator=generator, precision=self.train_attack["precision"], project_start=False)
 
     def after_epoch(self, epoch: int) -> None:
         self.cumulative_loss.add_(self.validation_losses(epoch))
