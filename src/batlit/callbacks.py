@@ -118,11 +118,13 @@ class NonFiniteLossGuard(L.Callback):
         import torch
 
         loss = loss.detach()
+
+        def filled(value: float) -> Any:  # a fill on the device, not a host-to-device copy of a list
+            return torch.full((), value, dtype=torch.float64, device=loss.device)
+
         if self.first_bad is None or self.first_bad.device != loss.device:
-            self.first_bad = torch.tensor([-1.0, -1.0, 0.0], dtype=torch.float64, device=loss.device)
-        here = torch.tensor([float(trainer.global_step), float(self.batch_idx), 0.0], dtype=torch.float64,
-                            device=loss.device)
-        here[2] = loss.double().sum()
+            self.first_bad = torch.stack([filled(-1.0), filled(-1.0), filled(0.0)])
+        here = torch.stack([filled(float(trainer.global_step)), filled(float(self.batch_idx)), loss.double().sum()])
         new = ~torch.isfinite(loss).all() & (self.first_bad[0] < 0)
         self.first_bad = torch.where(new, here, self.first_bad)
         every = self.check_every or (1 if loss.device.type == "cpu" else 50)
@@ -135,7 +137,9 @@ class NonFiniteLossGuard(L.Callback):
     def _check(self, trainer: L.Trainer) -> None:
         if self.first_bad is None:
             return
-        step, batch, value = self.first_bad.tolist()  # the one host sync
+        from . import sync
+
+        step, batch, value = sync.read(self.first_bad)  # the one host sync
         if step < 0:
             return
         from pathlib import Path

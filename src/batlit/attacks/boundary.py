@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .. import sync
 from ._common import AttackPrecision, eval_mode, input_gradient, project, random_start, sample_budgets
 from .pgd import attack_loss, check_loss, clean_probabilities
 
@@ -124,7 +125,7 @@ def boundary_pgd(
                         x_k.shape, generator=generator, device=x_k.device, dtype=x_k.dtype)
                 x_next = project(x_k + step, x_a, eps_a)
                 if compact:
-                    keep = active.nonzero().squeeze(1)    # the one host sync per step
+                    keep = sync.nonzero_rows(active)      # the one host sync per step
                     if keep.numel() < len(rows):
                         first_mis[rows], correct[rows] = first_mis_a, correct_a
                         if keep.numel() == 0:
@@ -137,7 +138,7 @@ def boundary_pgd(
                         x_k, x_next = x_k[keep], x_next[keep]
                 else:
                     x_next = torch.where(_bcast(active, x_k), x_next, x_k)   # fixed samples stay put
-                    if early_exit and not bool(active.any()):                # the one host sync per step
+                    if early_exit and not sync.any_true(active):             # the one host sync per step
                         first_mis[rows], correct[rows] = first_mis_a, correct_a
                         break
                 prev, x_k = x_k, x_next

@@ -13,14 +13,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ..config import DataUnavailableError  # defined beside ConfigError: both are user errors
 
@@ -114,9 +114,46 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.images[index].float().div_(255), self.labels[index]
 
-    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+    def __getitems__(self, indices: Sequence[int] | "DeviceBatch") -> tuple[Tensor, Tensor]:
+        if isinstance(indices, DeviceBatch):  # on-device data: a slice of the epoch's uploaded order
+            idx = indices.rows(self.images.device)
+        else:
+            idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
         return self.images[idx].float().div_(255), self.labels[idx]
+
+
+class DeviceBatch:
+    """Batch ``start:stop`` of one epoch's sample order, which is uploaded to the data's device once
+    per epoch (by the first batch that needs it) instead of a Python index list per batch."""
+
+    def __init__(self, order: list, start: int, stop: int) -> None:
+        self.order, self.start, self.stop = order, start, stop  # order: [host tensor, {device: copy}]
+
+    def rows(self, device: torch.device) -> Tensor:
+        host, copies = self.order
+        key = str(device)
+        if key not in copies:
+            copies.clear()
+            copies[key] = host.to(device)  # the epoch's one upload
+        return copies[key][self.start:self.stop]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+class DeviceBatchSampler(BatchSampler):
+    """A BatchSampler for data held on the GPU (``data.on_device``): it draws the epoch's whole
+    order from its sampler (a DistributedSampler under DDP, swapped in by Lightning as for any
+    BatchSampler), and yields :class:`DeviceBatch` slices of it, so no batch uploads indices."""
+
+    def __iter__(self) -> Iterator[DeviceBatch]:  # type: ignore[override]
+        order = [torch.as_tensor(list(self.sampler), dtype=torch.long), {}]
+        n = len(order[0])
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            if self.drop_last and stop - start < self.batch_size:
+                break
+            yield DeviceBatch(order, start, stop)
 
 def passthrough_collate(batch: Any) -> Any:
     """Collate function for :class:`TensorImageDataset`: ``__getitems__`` already collated.
@@ -519,10 +556,14 @@ class ImageDataModule(L.LightningDataModule):
         resident_x, resident_y = self._on_accelerator(x), self._on_accelerator(y)
         on_gpu = resident_x.device.type != "cpu"
         dataset = TensorImageDataset(resident_x, resident_y)
+        sampler = EpochRandomSampler(dataset, self.seed) if shuffle else SequentialSampler(dataset)
+        if on_gpu:  # one index upload per epoch, not per batch
+            return DataLoader(dataset, batch_sampler=DeviceBatchSampler(sampler, batch_size, drop_last=False),
+                              num_workers=0, collate_fn=passthrough_collate, generator=_generator(self.seed, 3_000))
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochRandomSampler(dataset, self.seed) if shuffle else None,
+            sampler=sampler if shuffle else None,
             # its own generator: creating an iterator draws a worker base seed, which must not
             # shift the global stream that augmentation and attack starts use
             generator=_generator(self.seed, 3_000),

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import sync
 from .classwise import ClassWiseMethod, check_nonnegative
 
 # FAWA's worst-class threshold by base: 0.2 in the authors' README (AT), 0.24 their train.py default (TRADES)
@@ -152,8 +153,8 @@ class CFA(ClassWiseMethod):
                 return {"correct": (self.model(x_adv).argmax(1) == y).float()}
 
         sums, counts = self.validation_sums(robust, ("correct",), epoch)
-        present = counts > 0
-        worst = float((sums["correct"][present] / counts[present]).min())  # one read per epoch
+        accuracy = torch.where(counts > 0, sums["correct"] / counts.clamp(min=1), torch.ones_like(counts))
+        worst = float(sync.read(accuracy.min()))  # one host read per epoch; a class absent from the split: no vote
         self._fawa_epoch, self._fawa_worst = epoch, worst
         if worst < self.threshold:
             return

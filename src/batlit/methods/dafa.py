@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import sync
 from ..config import ConfigError
 from .classwise import ClassWiseMethod, check_nonnegative
 
@@ -88,9 +89,9 @@ class DAFA(ClassWiseMethod):
             return
         confusion = self.epoch_statistics()["confusion"].nan_to_num(0.0)  # a class never seen: no pull
         weights = dafa_weights(confusion, self.lam)
-        if bool((weights <= 0).any()):  # once per run: W scales the attack's budget and must stay positive
-            worst = int(weights.argmin())
-            raise ConfigError(f"method.lam: DAFA's weight for class {self.class_names[worst]} is "
-                             f"{float(weights[worst]):.3f} <= 0 with lam={self.lam}; use a smaller lam")
+        lowest, worst = sync.read(torch.stack([weights.min(), weights.argmin().to(weights.dtype)]))  # once per run
+        if lowest <= 0:  # W scales the attack's budget and must stay positive
+            raise ConfigError(f"method.lam: DAFA's weight for class {self.class_names[int(worst)]} is "
+                              f"{lowest:.3f} <= 0 with lam={self.lam}; use a smaller lam")
         self.weight.copy_(weights)
         self.confusion_diag.copy_(confusion.diagonal())
