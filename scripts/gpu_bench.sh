@@ -3,7 +3,7 @@
 # ($WHEELS, default .wheels/: hydra-core, omegaconf, antlr4-python3-runtime), run the CUDA-only
 # tests and the training-step benchmark, and write every result into $OUT.
 #
-#   OUT=gpu-results bash scripts/gpu_bench.sh            # on a GPU machine (about 6-7 minutes on an H200)
+#   OUT=gpu-results bash scripts/gpu_bench.sh            # on a GPU machine (about 7 minutes on an H200)
 #   OUT=/tmp/dry BATLIT_DRY_RUN=1 bash scripts/gpu_bench.sh   # tiny sizes, runs on a CPU
 #
 # Make the wheels on a machine with package access:
@@ -41,6 +41,13 @@ timeout "$STEP_TIMEOUT" "$PY" -m batlit.precision_check --repeats "$([ "$DRY" = 
     --n-test "$([ "$DRY" = 1 ] && echo 64 || echo 512)" --out "$OUT/precision_check.json" \
     >"$OUT/precision_check.txt" 2>&1 || status=1
 cat "$OUT/precision_check.txt"
+
+# Host syncs per training step of each method (seconds): batlit's deliberate reads (batlit.sync)
+# against the synchronizing CUDA calls torch sees (torch.cuda.set_sync_debug_mode)
+echo "== host syncs per training step"
+timeout "$STEP_TIMEOUT" "$PY" -m batlit.sync_check --batch "$([ "$DRY" = 1 ] && echo 16 || echo 128)" \
+    --out "$OUT/sync_check.json" >"$OUT/sync_check.txt" 2>&1 || status=1
+cat "$OUT/sync_check.txt"
 
 if [ "$DRY" = 1 ]; then
   runs=("small_cnn 16 32 false 1 0")

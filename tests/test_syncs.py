@@ -136,3 +136,18 @@ def test_on_device_batches_slice_one_uploaded_order(monkeypatch):
     assert uploads == [(10,)]  # one upload of the whole order, shared by the epoch's batches
     sampler.set_epoch(3)
     assert [int(i) for b in batches for i in b.rows(torch.device("cpu"))] != expected  # another epoch, another order
+
+
+@pytest.mark.slow  # ten methods, two steps each: `make test-all` runs it
+def test_sync_check_counts_each_methods_deliberate_reads():
+    """``python -m batlit.sync_check`` (a step of scripts/gpu_bench.sh): on the CPU the deliberate
+    reads only; BAT's compaction reads once per attack step until every sample is fixed."""
+    from batlit.sync_check import K as STEPS
+    from batlit.sync_check import run
+
+    found = run("cpu", batch=8, size=8)["methods"]
+    assert 1 <= found["bat"]["batlit.sync"].get("nonzero_rows", 0) <= STEPS
+    for name, entry in found.items():
+        if name != "bat":
+            assert entry["batlit.sync"] == {}, (name, entry)
+        assert "cuda" not in entry
