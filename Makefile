@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all quickstart bench clean
+.PHONY: help install test test-all mutants quickstart bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ test: ## fast test suite (skips tests marked slow); under 10 minutes on 2 cores
 
 test-all: ## every test, slow ones included
 	$(BIN)/python -m pytest -q
+
+mutants: ## mutation check: each one-line mistake listed in scripts/mutants.py must fail its tests (docs/testing.md)
+	$(BIN)/python scripts/mutants.py $(MUTANTS_ARGS)
 
 quickstart: ## the README's first run: PGD-AT on the bundled digits, per-class table
 	$(BIN)/python -m batlit.train experiment=quickstart

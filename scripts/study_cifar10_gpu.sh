@@ -13,17 +13,49 @@
 #   EPOCHS=15 SEEDS=0 METHODS="pgd_at bat" bash scripts/study_cifar10_gpu.sh   # a shortened schedule
 #   DATA=cifar10 bash scripts/study_cifar10_gpu.sh                 # torchvision's CIFAR-10 (downloads it)
 #   OUT=/tmp/g BATLIT_DRY_RUN=1 bash scripts/study_cifar10_gpu.sh  # tiny sizes: checks the pipeline (CPU too)
+#   OUT=$OUT MODE=10min bash scripts/study_cifar10_gpu.sh          # one 10-minute slot of a fresh GPU machine
 #
 # EPOCHS=N rescales every epoch-counted setting to N epochs: lr milestones, FAT's tau schedule,
 # GAIRAT's burn-in and FRL's fine-tuning length and halving period. The default data is the
-# CIFAR-10 JPEG copy (data=cifar10_jpeg) because GPU machines often have no internet.
+# CIFAR-10 JPEG copy (data=cifar10_jpeg, zips in DATA_ROOT) because GPU machines often have no internet.
+#
+# MODE=10min: PGD-AT, TRADES(6) and BAT, seed 0, the paper's schedules rescaled to 6 epochs, on all
+# 50,000 training images and the 10,000 test images (PGD-20), then AutoAttack and the analysis on
+# 500 test images; no Table 4, FAT, GAIRAT or FRL. It starts like scripts/gpu_bench.sh on a fresh
+# machine: python3 when there is no .venv, src/ on PYTHONPATH, missing packages from the wheels
+# carried in $WHEELS (hydra-core, omegaconf, antlr4-python3-runtime, torchattacks, matplotlib), and
+# the JPEG zips from shared/data/cifar10-jpeg in the checkout or ../shared/data/cifar10-jpeg beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/study_common.sh
-PY=${PYTHON:-.venv/bin/python}
+if [ -z "${PYTHON:-}" ]; then  # a fresh machine has no .venv: the system python with src/ on the path
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+PY=$PYTHON
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+[ -e src/batlit/conf ] || ln -s ../../conf src/batlit/conf   # a copy that dropped the link
+WHEELS=${WHEELS:-.wheels}
+if ! "$PY" -c "import hydra, omegaconf, torchattacks, matplotlib" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --find-links "$WHEELS" hydra-core omegaconf antlr4-python3-runtime \
+      torchattacks matplotlib || { echo "missing packages and no wheels for them in WHEELS=$WHEELS" >&2; exit 2; }
+fi
+MODE=${MODE:-full}
+case $MODE in
+  full) ;;
+  10min) SEEDS=${SEEDS:-0} METHODS=${METHODS:-"pgd_at trades6 bat"} EPOCHS=${EPOCHS:-6}
+         AA_SAMPLES=${AA_SAMPLES:-500} ANALYZE_SAMPLES=${ANALYZE_SAMPLES:-500} ;;
+  *) echo "MODE must be full or 10min, got '$MODE'" >&2; exit 2 ;;
+esac
 SEEDS=${SEEDS:-"0 1 2"}
 METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl table4_wo_poor table4_wo_good"}
 DATA=${DATA:-cifar10_jpeg}
+if [ -z "${DATA_ROOT:-}" ]; then  # the JPEG zips: carried inside the checkout, or beside it
+  for candidate in shared/data/cifar10-jpeg ../shared/data/cifar10-jpeg; do
+    [ -f "$candidate/train.zip" ] && { DATA_ROOT=$(cd "$candidate" && pwd); break; }
+  done
+fi
+data_root=()
+[ "$DATA" = cifar10_jpeg ] && [ -n "${DATA_ROOT:-}" ] && data_root=(data.root="$DATA_ROOT")
 EPOCHS=${EPOCHS:-paper}
 AA_SAMPLES=${AA_SAMPLES:-null}       # null: the whole test set
 ANALYZE_SAMPLES=${ANALYZE_SAMPLES:-2000}
@@ -39,7 +71,7 @@ if [ "$EPOCHS" != paper ] && ! [[ "$EPOCHS" =~ ^[1-9][0-9]*$ ]]; then
   echo "EPOCHS must be 'paper' or a positive whole number of epochs, got '$EPOCHS'" >&2; exit 2
 fi
 OUT=${OUT:-outputs/study_cifar10_gpu}
-stamp_protocol "experiments=<method>_cifar10 data=$DATA epochs=$EPOCHS dry_run=${BATLIT_DRY_RUN:-0}"
+stamp_protocol "experiments=<method>_cifar10 data=$DATA epochs=$EPOCHS dry_run=${BATLIT_DRY_RUN:-0} fidelity=issue19"
 
 scaled() {  # scaled EXPERIMENT: the overrides that squeeze its epoch-counted settings into $EPOCHS
   [ "$EPOCHS" = paper ] && return 0
@@ -68,7 +100,8 @@ train() {  # train NAME EXPERIMENT OVERRIDES...
   read -ra scaled_args <<<"$schedule"
   echo "training $name"
   mkdir -p "$OUT/$name"
-  "$PY" -m batlit.train experiment="$experiment" data="$DATA" ${scaled_args[@]+"${scaled_args[@]}"} "$@" \
+  "$PY" -m batlit.train experiment="$experiment" data="$DATA" ${data_root[@]+"${data_root[@]}"} \
+      ${scaled_args[@]+"${scaled_args[@]}"} "$@" \
       ${extra[@]+"${extra[@]}"} resume=true trainer.enable_progress_bar=false hydra.run.dir="$OUT/$name" \
       >"$OUT/$name.log" 2>&1 || { tail -n 5 "$OUT/$name.log"; return 1; }
 }

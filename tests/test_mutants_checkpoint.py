@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from batlit.checkpoint import keep_csv_history
 
 
+@pytest.mark.filterwarnings("ignore:.*Previous log files")
 def test_resume_keeps_the_rows_up_to_the_checkpoints_epoch_and_drops_test_rows(tmp_path):
     logger = CSVLogger(tmp_path, name="", version="")
     log = tmp_path / "metrics.csv"

@@ -103,7 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     model = _instantiate(cfg.model, "model")
     if cfg.get("compile"):
-        model.compile()  # in place: parameter names, and so checkpoints, stay those of the eager model
+        compile_model(model)
     method = build_method(cfg, model, class_names=list(datamodule.class_names),
                           run_config=storable_run_config(OmegaConf.to_container(cfg, resolve=True)))
     if method.needs_val_split and not datamodule.val_dataloader():
@@ -131,6 +131,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero and "rob_avg" in record:
         print_summary(record, run_dir, loggers)
     return record
+
+
+def compile_model(model: Any, backend: Any = "inductor") -> Any:
+    """``compile=true``: ``Module.compile`` in place (parameter names, and so checkpoints, stay those
+    of the eager model), with dynamic shapes: the early-stopping attacks' compaction changes the batch
+    size at every step, and static graphs keyed on each size reached torch's recompile limit (8)
+    within two BAT steps. What remains are the few variants of mode, grad and autocast
+    (tests/test_compile.py counts them)."""
+    model.compile(backend=backend, dynamic=True)
+    return model
 
 
 def announce_cost(cfg: DictConfig, trainer: Any, method: Any, datamodule: Any) -> None:
