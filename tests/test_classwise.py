@@ -9,7 +9,6 @@ one-line refusals of bad input before any data is read.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from types import SimpleNamespace

@@ -11,7 +11,6 @@ distance to uniform. Writes ``analysis.json``, ``confusion.png``, ``classwise.pn
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any

@@ -69,7 +69,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model
     check_objective(cfg)
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .callbacks import EpochSeeding, EpochThroughput, NonFiniteLossGuard, WandbReports, finish_wandb

@@ -28,7 +28,6 @@ CE(f(x)) + β·KL(f(x) ‖ f(x')) with the KL attack from x + 0.001·N) and writ
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -231,7 +230,3 @@ class ClassWiseMethod(AdversarialMethod):
                    loss="ce", init="uniform", generator=generator)
 
 
-
-def class_mean(sums: Tensor, counts: Tensor, empty: float = math.nan) -> Tensor:
-    """Per-class sums → per-class means; ``empty`` for a class with no sample."""
-    return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, empty))
