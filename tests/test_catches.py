@@ -107,7 +107,9 @@ def test_trades_attack_is_kl_pgd_from_an_unclamped_gaussian_start(monkeypatch):
     """trades_loss's attack: KL, x + 0.001·N(0, I) not clamped, attack.train's ε, step and steps."""
     method = TRADES(_linear(), attack={**ATTACK, "train": {**ATTACK["train"], "eps": 0.05}}, optimizer=OPT,
                     init_std=0.002)
-    capture = Capture(__import__("batlit.attacks", fromlist=["pgd"]).pgd)
+    from batlit.attacks import pgd
+
+    capture = Capture(pgd)
     monkeypatch.setattr("batlit.methods.trades.pgd", capture)
     method.perturb(torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 3]))
     (kw,) = capture.calls
@@ -369,15 +371,17 @@ def test_training_runs_evaluation_attack_start_and_step(phase, steps, step):
 
 def test_batlit_evaluate_pgd20_is_uniform_start_and_eps_over_four():
     """conf/evaluate/attack/pgd20.yaml (step null = ε/4) and cw.yaml (30 steps of ε/4, CW loss)."""
+    from importlib.resources import files
+
     from batlit.evaluate import build_attack
 
-    root = __import__("batlit.conf", fromlist=["_"]).__path__[0]
-    pgd20 = OmegaConf.load(f"{root}/evaluate/attack/pgd20.yaml")
+    root = files("batlit.conf") / "evaluate" / "attack"
+    pgd20 = OmegaConf.load(str(root / "pgd20.yaml"))
     ((name, attack),) = build_attack(pgd20, SumModel(), 0.08, 2, seed=0)
     assert name == "PGD-20 (ce)"
     assert {k: attack.kwargs[k] for k in ("eps", "step_size", "steps", "loss", "init")} == {
         "eps": 0.08, "step_size": 0.02, "steps": 20, "loss": "ce", "init": "uniform"}
-    cw = OmegaConf.load(f"{root}/evaluate/attack/cw.yaml")
+    cw = OmegaConf.load(str(root / "cw.yaml"))
     ((_, attack),) = build_attack(cw, SumModel(), 0.08, 2, seed=0)
     assert {k: attack.kwargs[k] for k in ("step_size", "steps", "loss", "init")} == {
         "step_size": 0.02, "steps": 30, "loss": "cw", "init": "uniform"}

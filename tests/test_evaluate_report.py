@@ -39,7 +39,11 @@ def test_multirun_writes_one_run_per_point(sweep):
     seeds = [json.loads((sweep / r / "metrics.json").read_text())["seed"] for r in runs]
     assert seeds == [0, 1]
     val = json.loads((sweep / "0" / "metrics.json").read_text())["val"]
-    assert 0 <= val["rob_worst"] <= 1 and len(val["rob_per_class"]) == 10
+    # metrics.json's "val" is the last validation's class-wise summary: attack.val on the 40 held-out images
+    assert sum(val["count_per_class"]) == 40 and len(val["rob_per_class"]) == 10
+    assert val["rob_worst"] == pytest.approx(max(val["rob_per_class"]))
+    assert val["rob_avg"] == pytest.approx(sum(val["rob_per_class"]) / 10)
+    assert val["rob_worst_class"] == f"class{val['rob_per_class'].index(max(val['rob_per_class']))}"
 
 
 def test_wandb_offline_run_holds_the_logged_keys(sweep):
