@@ -903,8 +903,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r.status:<10} {m.id:<28} {r.seconds:6.1f} s{where}", flush=True)
         return r
 
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results += list(pool.map(one, to_run))
+    if args.check_clean:  # each distinct selection once; its mutants share the outcome (snippets checked apart)
+        firsts: dict[tuple[str, ...], Mutant] = {}
+        for m in to_run:
+            firsts.setdefault(tuple(m.selection()), m)
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            ran = dict(zip(firsts, pool.map(one, firsts.values())))
+        for m in to_run:
+            first = ran[tuple(m.selection())]
+            if first.mutant is m:
+                results.append(first)
+                continue
+            path = SRC / "batlit" / m.file
+            found = path.read_text().count(m.old) if path.is_file() else 0
+            results.append(Result(m, first.status if found == 1 else "error", 0.0,
+                                  f"as {first.mutant.id}" if found == 1 else f"the snippet occurs {found} times"))
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            results += list(pool.map(one, to_run))
     total = time.perf_counter() - start
     order = {m.id: i for i, m in enumerate(MUTANTS)}
     results.sort(key=lambda r: order[r.mutant.id])

@@ -27,3 +27,22 @@ def test_the_probe_keeps_only_images_the_model_gets_right():
     model, x, y = probe_model(n_test=64)
     with torch.no_grad():
         assert 0 < len(y) < 64 and bool((model(x).argmax(1) == y).all())
+
+
+def test_timed_steps_leave_the_warmup_out():
+    from omegaconf import OmegaConf
+
+    from batlit.bench import time_methods
+    from batlit.models import small_cnn
+
+    cfg = OmegaConf.create({"methods": ["standard", "pgd_at"], "seed": 0, "warmup": 1, "repeats": 2,
+                            "count_flops": False, "profile": False,
+                            "attack": {"eps": 8 / 255, "train": {"steps": 1, "step_size": 2 / 255},
+                                       "val": {"steps": 1, "step_size": 2 / 255},
+                                       "test": {"steps": 1, "step_size": 2 / 255}},
+                            "optimizer": {"name": "sgd", "lr": 0.01}})
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    [results] = time_methods(cfg, small_cnn(num_classes=4, width=2), x, y, torch.device("cpu"), [("32", False)])
+    for entry in results.values():
+        assert len(entry["times"]) == 2  # warmup + repeats steps ran, the first one is not timed
+        assert entry["seconds_per_step"] == pytest.approx(sum(entry["times"]) / 2)  # the median of two

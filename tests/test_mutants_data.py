@@ -48,3 +48,14 @@ def test_eviction_keeps_a_cache_exactly_at_its_cap(tmp_path):
     assert evict(tmp_path, cap=300) == []
     removed = evict(tmp_path, cap=299)
     assert [e.path.name for e in removed] == [f"synthetic-x-{0:020x}.npz"]  # the least recently used
+
+
+def test_a_fractional_val_size_rounds_up_in_the_datamodule_and_in_the_hot_start_check():
+    from batlit.methods.hot_start import split_indices
+
+    dm = SyntheticDataModule(image_size=4, n_train=95, n_test=10, val_size=0.1, seed=2)
+    dm.setup()
+    assert len(dm.val_y) == 10 and len(dm.train_y) == 85  # ceil(9.5)
+    full = dm._load()
+    val_idx, train_idx = split_indices(full.train_y, 0.1, 2)
+    assert torch.equal(full.train_x[val_idx], dm.val_x) and torch.equal(full.train_x[train_idx], dm.train_x)

@@ -13,7 +13,7 @@ from torch import nn
 
 import batlit.methods.classwise as classwise
 from batlit.attacks import pgd
-from batlit.methods import BAT, CFA, FRL, GAIRAT, PGDAT, TRADES
+from batlit.methods import BAT, CFA, FAT, FRL, GAIRAT, PGDAT, TRADES
 from batlit.methods.frl import class_margins
 
 ATTACK = {"eps": 8 / 255, "train": {"steps": 3, "step_size": 2 / 255},
@@ -195,3 +195,26 @@ def test_a_hot_start_loads_the_reported_averaged_weights(hot_start, tmp_path):
         torch.testing.assert_close(ours, theirs, msg=name)
     some = next(k for k, v in state.items() if k.startswith("model.") and v.is_floating_point())
     assert not torch.equal(state[some], state["averaged_" + some])
+
+
+# ---- BAT's statistic and FAT's epoch -----------------------------------------------------------------
+
+def test_bat_records_the_boundary_steps_of_its_attack():
+    from batlit.attacks import boundary_pgd
+
+    method = BAT(_model(), attack=ATTACK, optimizer=OPT)
+    x, y = torch.rand(8, 3, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    _, steps = _same_seed(lambda: method.perturb(x, y), lambda: boundary_pgd(
+        method.model, x, y, eps=8 / 255, step_size=2 / 255, steps=3, tau=1, init_std=0.001, loss="kl").steps)
+    stats = method.steps_to_boundary.compute()
+    assert float(stats["mean"]) == pytest.approx(float(steps.float().mean()))
+    assert float(stats["never"]) == pytest.approx(float((steps == 3).float().mean()))
+
+
+def test_fat_tau_follows_the_one_based_epoch(trainer):
+    method = FAT(_model(), attack=ATTACK, optimizer=OPT)   # tau 0 from epoch 1, 1 from 51, 2 from 91
+    taus = []
+    for epoch in (49, 50, 89, 90):  # 0-based: the 50th, 51st, 90th and 91st epochs
+        trainer(current_epoch=epoch)
+        taus.append(method.tau)
+    assert taus == [0, 1, 1, 2]
