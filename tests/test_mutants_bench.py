@@ -46,3 +46,19 @@ def test_timed_steps_leave_the_warmup_out():
     for entry in results.values():
         assert len(entry["times"]) == 2  # warmup + repeats steps ran, the first one is not timed
         assert entry["seconds_per_step"] == pytest.approx(sum(entry["times"]) / 2)  # the median of two
+
+
+def test_the_record_s_ratios_are_the_timed_steps_ratios(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from batlit import bench
+    from conftest import ROOT, with_hydra_runtime
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("bench", overrides=["methods=[pgd_at,bat]", "batch_size=4", "repeats=1", "warmup=0",
+                                          "data.image_size=8", "model.width=2", "attack.train.steps=1",
+                                          "count_flops=false", "precision=32", "channels_last=false",
+                                          "device=cpu"], return_hydra_config=True)
+    record = bench.run(with_hydra_runtime(cfg, tmp_path))
+    seconds = {name: entry["seconds_per_step"] for name, entry in record["methods"].items()}
+    assert record["ratios"] == {"bat_over_pgd_at": pytest.approx(seconds["bat"] / seconds["pgd_at"])}
