@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -169,3 +170,27 @@ def test_gpu_study_script_dry_run(tmp_path, shared_cifar10_jpeg):
     other = subprocess.run(["bash", "scripts/study_cifar10_gpu.sh"], cwd=ROOT, env={**env, "BATLIT_DRY_RUN": "0",
                            "EPOCHS": "3"}, capture_output=True, text=True, timeout=60)
     assert other.returncode == 2 and "use another OUT" in other.stderr and "training" not in other.stdout
+
+
+def test_speedup_rounds_reports_each_round_and_the_median(tmp_path):
+    out = tmp_path / "rounds.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "speedup_rounds.py"), "--rounds", "2", "--out", str(out),
+                           "model=small_cnn", "model.width=2", "batch_size=4", "repeats=1", "warmup=0",
+                           "data.image_size=8", "attack.train.steps=1", "methods=[pgd_at]", "precision=bf16",
+                           "channels_last=true"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(out.read_text())
+    ratios = [r["ratios"]["pgd_at"] for r in record["rounds"]]
+    assert len(ratios) == 2 and record["median_speedup"]["pgd_at"] == pytest.approx(sum(ratios) / 2)
+    for r in record["rounds"]:
+        assert r["ratios"]["pgd_at"] == pytest.approx(r["fp32_ms"]["pgd_at"] / r["fast_ms"]["pgd_at"])
+    assert record["settings"]["fast"] == {"precision": "bf16", "channels_last": True, "fold_batchnorm": True}
+    assert "round 2: pgd_at" in proc.stdout and "median" in proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [(["--rounds", "0"], "--rounds must be >= 1, got 0"),
+                                          (["out=x.json"], "'out=x.json': this script sets out= and baseline=")])
+def test_speedup_rounds_rejects_bad_input_before_running(args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "speedup_rounds.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr

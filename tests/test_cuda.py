@@ -102,5 +102,5 @@ def test_train_with_the_gpu_fast_paths_records_them(tmp_path):
     record = train(tmp_path, "trainer=gpu", "method=bat", *[
         "data=synthetic", "model=small_cnn", "epochs=1", "attack.train.steps=2", "attack.val.steps=2",
         "attack.test.steps=2", "trainer.enable_progress_bar=false"], tiny=False)
-    assert record["fast_paths"] == {"precision": "bf16-mixed", "channels_last": True, "on_device": True,
-                                    "compile": False}
+    assert record["fast_paths"] == {"precision": "bf16-mixed", "channels_last": True, "fold_batchnorm": True,
+                                    "on_device": True, "compile": False}

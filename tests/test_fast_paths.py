@@ -87,17 +87,21 @@ def _within_noise(record: dict, base: dict, key: str) -> bool:
 
 @pytest.mark.parametrize("method", ["pgd_at", "bat"])
 def test_the_fast_path_trains_to_the_fp32_metrics_within_noise(tmp_path, method):
-    """bf16 + channels_last (the default where bf16 is fast) against fp32 with contiguous tensors:
+    """bf16 + channels_last + folded BatchNorm in the attacks (the default where bf16 is fast) against
+    fp32 with contiguous tensors and unfolded BatchNorm:
     the same seed ends within 3 binomial standard errors on 2,000 test images (±2-3 points), for a
     CE attack (PGD-AT) and a KL trajectory (BAT). A small constant lr keeps the two trainings on one
     path: at lr 0.05 two fp32 runs that differ in one early rounding already end further apart."""
     common = (f"method={method}", "epochs=3", "data.n_test=2000", "data.n_train=1024", "data.noise=0.5",
               "attack.eps=0.1", "attack.train.steps=3", "attack.train.step_size=0.04", "attack.test.steps=5",
               "attack.test.step_size=0.03", "optimizer.lr=0.01", "scheduler=constant")
-    base = train(tmp_path / "fp32", *common, "trainer.precision=32-true", "model.channels_last=false")
-    fast = train(tmp_path / "fast", *common, "trainer.precision=bf16-mixed", "model.channels_last=true")
+    base = train(tmp_path / "fp32", *common, "trainer.precision=32-true", "model.channels_last=false",
+                 "model.fold_batchnorm=false")
+    fast = train(tmp_path / "fast", *common, "trainer.precision=bf16-mixed", "model.channels_last=true",
+                 "model.fold_batchnorm=true")
     assert base["fast_paths"]["precision"] == "32-true" and fast["fast_paths"]["precision"] == "bf16-mixed"
     assert fast["fast_paths"]["channels_last"] and not base["fast_paths"]["channels_last"]
+    assert fast["fast_paths"]["fold_batchnorm"] and not base["fast_paths"]["fold_batchnorm"]
     assert base["num_test_samples"] == 2000 and 0.05 < base["rob_avg"] < 0.95  # the attack has work to do
     for key in ("std_avg", "rob_avg"):
         assert _within_noise(fast, base, key), (method, key, fast[key], base[key])

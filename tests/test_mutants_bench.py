@@ -42,7 +42,7 @@ def test_timed_steps_leave_the_warmup_out():
                                        "test": {"steps": 1, "step_size": 2 / 255}},
                             "optimizer": {"name": "sgd", "lr": 0.01}})
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
-    [results] = time_methods(cfg, small_cnn(num_classes=4, width=2), x, y, torch.device("cpu"), [("32", False)])
+    [results] = time_methods(cfg, small_cnn(num_classes=4, width=2), x, y, torch.device("cpu"), [("32", False, False)])
     for entry in results.values():
         assert len(entry["times"]) == 2  # warmup + repeats steps ran, the first one is not timed
         assert entry["seconds_per_step"] == pytest.approx(sum(entry["times"]) / 2)  # the median of two

@@ -7,4 +7,10 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+source"
 
+# conf/'s files name batlit's resolvers (${batlit_fast_bf16:...}, ...): registered on import, so that
+# any of them can be composed or instantiated, not only from batlit's own entry points.
+from .config import register_resolvers  # noqa: E402
+
+register_resolvers()
+
 __all__ = ["__version__"]

@@ -206,12 +206,14 @@ def resolve_switches(precision: Any, channels_last: Any, device: torch.device) -
     return precision, channels_last
 
 
-def _layout(base_model, x, device, precision: str, channels_last: bool):
-    """The model and batch in one memory layout, and the autocast of one precision."""
+def _layout(base_model, x, device, precision: str, channels_last: bool, fold_batchnorm: bool):
+    """The model and batch in one memory layout, the attacks' BatchNorm folding on or off, and the
+    autocast of one precision."""
     from .models import Normalize
+    from .models.fold import set_batchnorm_folding
 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = copy.deepcopy(base_model)
+    model = set_batchnorm_folding(copy.deepcopy(base_model), fold_batchnorm)
     for module in model.modules():  # the bench's switch decides the layout, not model.channels_last
         if isinstance(module, Normalize):
             module.channels_last = channels_last
@@ -220,8 +222,9 @@ def _layout(base_model, x, device, precision: str, channels_last: bool):
 
 
 def time_methods(cfg: DictConfig, base_model, x, y, device,
-                 settings: list[tuple[str, bool]]) -> list[dict[str, Any]]:
-    """Every method of ``cfg.methods`` timed on the batch in each (precision, channels_last) setting.
+                 settings: list[tuple[str, bool, bool]]) -> list[dict[str, Any]]:
+    """Every method of ``cfg.methods`` timed on the batch in each (precision, channels_last,
+    fold_batchnorm) setting.
 
     The settings take turns step by step (A, B, A, B, ...), so that a machine whose speed drifts
     (a shared VM, a CPU changing its clock) slows every setting alike and their ratio holds."""
@@ -241,7 +244,7 @@ def time_methods(cfg: DictConfig, base_model, x, y, device,
                 elapsed = timer.step()
                 if i >= cfg.warmup:
                     recorded.append(elapsed)
-        for k, ((precision, channels_last), timer) in enumerate(zip(settings, timers)):
+        for k, ((precision, channels_last, folded), timer) in enumerate(zip(settings, timers)):
             method, xs, autocast = timer.method, timer.x, timer.autocast
             median = statistics.median(times[k])
             entry = {"seconds_per_step": median, "images_per_s": len(xs) / median, "times": times[k]}
@@ -266,8 +269,8 @@ def time_methods(cfg: DictConfig, base_model, x, y, device,
             flops_note = f" {entry['achieved_tflops']:8.2f} TFLOP/s" if "achieved_tflops" in entry else ""
             if "fraction_of_bf16_peak" in entry:
                 flops_note += f" ({100 * entry['fraction_of_bf16_peak']:.1f}% of bf16 peak)"
-            layout = f"{precision}{' + channels_last' if channels_last else ''}"
-            print(f"{name:<14} {layout:<22} {median * 1000:10.1f} ms/step {len(xs) / median:10.1f} images/s"
+            layout = f"{precision}{' + channels_last' if channels_last else ''}{' + folded BN' if folded else ''}"
+            print(f"{name:<14} {layout:<36} {median * 1000:10.1f} ms/step {len(xs) / median:10.1f} images/s"
                   f"{flops_note}", flush=True)
             for row in entry.get("profile", [])[:5]:
                 print(f"    {row['op']:<44} {row['self_ms']:9.1f} ms {100 * row['share']:5.1f}%  x{row['calls']}")
@@ -304,9 +307,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     x, y = x.to(device), y.to(device)
     base_model = trained.model if trained is not None else hydra.utils.instantiate(cfg.model, channels_last=False)
     precision, channels_last = resolve_switches(cfg.precision, cfg.channels_last, device)
-    settings = [(precision, channels_last)]
-    if cfg.get("baseline") and (precision, channels_last) != ("32", False):  # side by side with fp32 contiguous
-        settings.append(("32", False))
+    folded = any(getattr(m, "fold_batchnorm", False) for m in base_model.modules())
+    settings = [(precision, channels_last, folded)]
+    if cfg.get("baseline") and settings[0] != ("32", False, False):  # side by side with the plain algorithm:
+        settings.append(("32", False, False))                        # fp32, contiguous, BatchNorm unfolded
     results, *rest = time_methods(cfg, base_model, x, y, device, settings)
     baseline = rest[0] if rest else None
     ratios = {}
@@ -325,7 +329,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "model": picked.get("model"), "data": picked.get("data"), "batch_size": len(x),
         "image_shape": list(x.shape[1:]), "device": torch.cuda.get_device_name() if device.type == "cuda" else
         f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
-        "precision": precision, "channels_last": channels_last, "warmup": cfg.warmup,
+        "precision": precision, "channels_last": channels_last, "fold_batchnorm": folded, "warmup": cfg.warmup,
         "repeats": cfg.repeats, "attack": OmegaConf.to_container(cfg.attack.train), "eps": cfg.attack.eps,
         "torch_version": torch.__version__, "methods": results, "ratios": ratios,
         "fp32_contiguous": baseline,

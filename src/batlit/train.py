@@ -249,6 +249,7 @@ def fast_paths(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
     ``trainer.test()`` Lightning has moved the module back to the CPU, so ``method.device`` would
     say cpu for every GPU run."""
     return {"precision": str(trainer.precision), "channels_last": bool(cfg.model.get("channels_last", False)),
+            "fold_batchnorm": bool(cfg.model.get("fold_batchnorm", False)),
             "on_device": bool(cfg.data.get("on_device", False)) and trainer.strategy.root_device.type != "cpu",
             "compile": bool(cfg.get("compile", False))}
 

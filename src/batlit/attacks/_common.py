@@ -17,6 +17,7 @@ from torch import Tensor, nn
 #               torch's TF32 setting.
 # Defined in config, which validate() reads without torch.
 from ..config import PRECISIONS
+from ..models.fold import folded_batchnorm
 
 
 def kl_near_x(loss: str, init: str) -> bool:
@@ -113,11 +114,16 @@ class AutocastLogits(nn.Module):
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run an attack with the model in eval mode (docs/design.md §3), restoring every submodule's flag."""
+    """Run an attack with the model in eval mode (docs/design.md §3), restoring every submodule's flag.
+
+    Inside, the model's BatchNorms run folded into their convolutions where the model declares
+    such pairs and ``model.fold_batchnorm`` is on (:mod:`batlit.models.fold`): the weights are
+    fixed for the whole attack, so they are folded once per call."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        yield model
+        with folded_batchnorm(model):
+            yield model
     finally:
         for m, training in modes:
             m.training = training

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from batlit.models.fold import conv_bn, set_batchnorm_folding
 from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
@@ -31,10 +32,15 @@ class BasicBlock(nn.Module):
                 nn.BatchNorm2d(planes),
             )
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        pairs = [(self.conv1, self.bn1), (self.conv2, self.bn2)]
+        return pairs + ([(self.shortcut[0], self.shortcut[1])] if len(self.shortcut) else [])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        out = F.relu(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
+        shortcut = conv_bn(self.shortcut[0], self.shortcut[1], x) if len(self.shortcut) else x
+        return F.relu(out + shortcut)
 
 
 class ResNet(nn.Module):
@@ -70,9 +76,12 @@ class ResNet(nn.Module):
             self.in_planes = planes * BasicBlock.expansion
         return nn.Sequential(*layers)
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.conv1, self.bn1)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.normalize(x)
-        out = F.relu(self.bn1(self.conv1(out)))
+        out = F.relu(conv_bn(self.conv1, self.bn1, out))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = torch.flatten(self.pool(out), 1)
         return self.linear(out)
@@ -84,8 +93,10 @@ def resnet18(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     channels_last: bool = False,
+    fold_batchnorm: bool = True,
     **arch_kwargs,
 ) -> nn.Module:
-    """ResNet-18 (CIFAR variant); ``width`` (default 64) scales all stage widths."""
+    """ResNet-18 (CIFAR variant); ``width`` (default 64) scales all stage widths. ``fold_batchnorm``:
+    the attacks run each BatchNorm folded into its convolution (batlit.models.fold)."""
     model = ResNet((2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
-    return use_channels_last(model, channels_last)
+    return set_batchnorm_folding(use_channels_last(model, channels_last), fold_batchnorm)

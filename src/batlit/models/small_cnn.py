@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from batlit.models.fold import conv_bn, set_batchnorm_folding
 from batlit.models.normalize import build_input_layer, check_int, use_channels_last
 
 
@@ -43,10 +44,17 @@ class AdaptiveAvgPool2x2(nn.Module):
         return torch.einsum("ih,nchw,jw->ncij", rows, x, cols)
 
 
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
-    )
+class ConvBNReLU(nn.Sequential):
+    """conv 3x3 - BatchNorm - ReLU; a Sequential, so its parameter names are those of one."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self[0], self[1])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[2](conv_bn(self[0], self[1], x))
 
 
 class SmallCNN(nn.Module):
@@ -65,11 +73,11 @@ class SmallCNN(nn.Module):
         w = check_int(width, "model.width", 1)
         self.num_classes = num_classes
         self.features = nn.Sequential(
-            _conv_bn_relu(in_channels, w),
-            _conv_bn_relu(w, 2 * w),
+            ConvBNReLU(in_channels, w),
+            ConvBNReLU(w, 2 * w),
             # ceil_mode keeps odd sizes (and 1-pixel-wide inputs) valid.
             nn.MaxPool2d(2, ceil_mode=True),
-            _conv_bn_relu(2 * w, 4 * w),
+            ConvBNReLU(2 * w, 4 * w),
             # 2x2 rather than 1x1 keeps some spatial layout, which matters on tiny digit images.
             AdaptiveAvgPool2x2(),
         )
@@ -90,8 +98,10 @@ def small_cnn(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     channels_last: bool = False,
+    fold_batchnorm: bool = True,
     **arch_kwargs,
 ) -> nn.Module:
-    """SmallCNN; ``width`` (default 32) is the first conv's channel count."""
+    """SmallCNN; ``width`` (default 32) is the first conv's channel count. ``fold_batchnorm``: the
+    attacks run each BatchNorm folded into its convolution (batlit.models.fold)."""
     model = SmallCNN(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, **arch_kwargs)
-    return use_channels_last(model, channels_last)
+    return set_batchnorm_folding(use_channels_last(model, channels_last), fold_batchnorm)
