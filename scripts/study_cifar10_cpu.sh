@@ -35,25 +35,12 @@ OUT=${OUT:-outputs/study_cifar10_cpu}
 # runs made before that are another protocol and are not mixed into the same folder
 stamp_protocol "experiment=study_cifar10_cpu dry_run=${BATLIT_DRY_RUN:-0} fidelity=issue18"
 
-train() {  # train NAME OVERRIDES...: one run into $OUT/NAME, skipped when finished, resumed when killed
-  local name=$1; shift
-  if [ -f "$OUT/$name/metrics.json" ]; then echo "done     $name"; return; fi
-  echo "training $name"
-  mkdir -p "$OUT/$name"
-  "$PY" -m batlit.train experiment=study_cifar10_cpu "$@" ${extra[@]+"${extra[@]}"} resume=true \
-      hydra.run.dir="$OUT/$name" >"$OUT/$name.log" 2>&1 || { tail -n 5 "$OUT/$name.log"; return 1; }
-}
+EXPERIMENT=study_cifar10_cpu
 
 for seed in $SEEDS; do
   for method in $METHODS; do
+    if [[ " $ROUND1_METHODS " == *" $method "* ]]; then train_round1 "$method" "$seed"; continue; fi
     case $method in
-      standard) train standard/seed$seed method=standard seed=$seed ;;
-      pgd_at)   train pgd_at/seed$seed method=pgd_at seed=$seed ;;
-      trades1)  train trades1/seed$seed method=trades method.beta=1 seed=$seed ;;
-      trades6)  train trades6/seed$seed method=trades method.beta=6 seed=$seed ;;
-      fat)      train fat/seed$seed method=fat 'method.tau_schedule=[[1,0],[6,1],[10,2]]' seed=$seed ;;
-      gairat)   train gairat/seed$seed method=gairat method.begin_epoch=7 seed=$seed ;;
-      bat)      train bat/seed$seed method=bat seed=$seed ;;
       table4_wo_poor) [[ " $TABLE4_SEEDS " == *" $seed "* ]] || continue
                       train table4_wo_poor/seed$seed method=pgd_at 'data.exclude_classes=[2,3,4,5]' \
                           data.train_subset=3600 seed=$seed ;;

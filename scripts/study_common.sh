@@ -14,6 +14,36 @@ stamp_protocol() {
   echo "$1" >"$stamp"
 }
 
+# train NAME OVERRIDES...: one run of experiment=$EXPERIMENT into $OUT/NAME (with the dry run's
+# $extra), skipped when finished, resumed from its last.ckpt when killed; its log is $OUT/NAME.log
+train() {
+  local name=$1; shift
+  if [ -f "$OUT/$name/metrics.json" ]; then echo "done     $name"; return; fi
+  echo "training $name"
+  mkdir -p "$OUT/$name"
+  "$PY" -m batlit.train experiment="$EXPERIMENT" "$@" ${extra[@]+"${extra[@]}"} resume=true \
+      hydra.run.dir="$OUT/$name" >"$OUT/$name.log" 2>&1 || { tail -n 5 "$OUT/$name.log"; return 1; }
+}
+
+# The methods of docs/results.md's protocol, as both CPU studies train them (FAT's τ schedule and
+# GAIRAT's begin epoch scaled to 12 epochs there).
+ROUND1_METHODS="standard pgd_at trades1 trades6 fat gairat bat"
+
+# train_round1 METHOD SEED: one of $ROUND1_METHODS into $OUT/METHOD/seedSEED
+train_round1() {
+  local method=$1 seed=$2
+  case $method in
+    standard) train standard/seed$seed method=standard seed=$seed ;;
+    pgd_at)   train pgd_at/seed$seed method=pgd_at seed=$seed ;;
+    trades1)  train trades1/seed$seed method=trades method.beta=1 seed=$seed ;;
+    trades6)  train trades6/seed$seed method=trades method.beta=6 seed=$seed ;;
+    fat)      train fat/seed$seed method=fat 'method.tau_schedule=[[1,0],[6,1],[10,2]]' seed=$seed ;;
+    gairat)   train gairat/seed$seed method=gairat method.begin_epoch=7 seed=$seed ;;
+    bat)      train bat/seed$seed method=bat seed=$seed ;;
+    *) echo "train_round1: unknown method $method" >&2; return 2 ;;
+  esac
+}
+
 # has METHOD: whether METHOD is in $METHODS
 has() { [[ " $METHODS " == *" $1 "* ]]; }
 

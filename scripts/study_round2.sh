@@ -46,15 +46,6 @@ CFA_BEGIN=$(at 10 200 "$EPOCHS")
 DAFA_WARMUP=$(at 70 110 "$EPOCHS")
 FT_LR=$("$PY" -c "print($LR / 10)")
 
-train() {  # train NAME OVERRIDES...: one run into $OUT/NAME, skipped when finished, resumed when killed
-  local name=$1; shift
-  if [ -f "$OUT/$name/metrics.json" ]; then echo "done     $name"; return; fi
-  echo "training $name"
-  mkdir -p "$OUT/$name"
-  "$PY" -m batlit.train experiment=$EXPERIMENT "$@" ${extra[@]+"${extra[@]}"} resume=true \
-      hydra.run.dir="$OUT/$name" >"$OUT/$name.log" 2>&1 || { tail -n 5 "$OUT/$name.log"; return 1; }
-}
-
 fine_tune() {  # fine_tune NAME BASE_NAME SEED OVERRIDES...: 2 epochs from BASE's finished model
   local name=$1 base=$2 seed=$3; shift 3
   local ckpt="$OUT/$base/seed$seed/checkpoints/last.ckpt"
@@ -64,14 +55,8 @@ fine_tune() {  # fine_tune NAME BASE_NAME SEED OVERRIDES...: 2 epochs from BASE'
 
 for seed in $SEEDS; do
   for method in $METHODS; do
+    if [[ " $ROUND1_METHODS " == *" $method "* ]]; then train_round1 "$method" "$seed"; continue; fi
     case $method in
-      standard) train standard/seed$seed method=standard seed=$seed ;;
-      pgd_at)   train pgd_at/seed$seed method=pgd_at seed=$seed ;;
-      trades1)  train trades1/seed$seed method=trades method.beta=1 seed=$seed ;;
-      trades6)  train trades6/seed$seed method=trades method.beta=6 seed=$seed ;;
-      fat)      train fat/seed$seed method=fat 'method.tau_schedule=[[1,0],[6,1],[10,2]]' seed=$seed ;;
-      gairat)   train gairat/seed$seed method=gairat method.begin_epoch=7 seed=$seed ;;
-      bat)      train bat/seed$seed method=bat seed=$seed ;;
       cfa)      train cfa/seed$seed method=cfa method.begin=$CFA_BEGIN seed=$seed ;;
       wat)      train wat/seed$seed method=wat seed=$seed ;;
       dafa)     train dafa/seed$seed method=dafa method.warmup_epoch=$DAFA_WARMUP seed=$seed ;;
