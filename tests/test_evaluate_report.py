@@ -123,7 +123,11 @@ def test_report_tables_two_seeds_as_mean_and_std(sweep, tmp_path):
     assert " ± " in text and "ρ rob" in text
     epochs = [float(r["perf/epoch_seconds"]) for run in ("0", "1")
               for r in csv.DictReader((sweep / run / "csv" / "metrics.csv").open()) if r["perf/epoch_seconds"]]
-    assert "Training time per epoch" in text and float(rows[0]["epochs_timed"]) == len(epochs) > 0
+    assert "Cost: training time per epoch" in text and float(rows[0]["epochs_timed"]) == len(epochs) > 0
+    walls = [sum(m["wall_seconds"].values()) for m in metrics]
+    assert math.isclose(float(rows[0]["run_wall_seconds_mean"]), statistics.fmean(walls), rel_tol=1e-9)
+    evals = [json.loads(e.read_text()).get("seconds", 0.0) for run in ("0", "1") for e in (sweep / run).glob("eval_*.json")]
+    assert f"Wall time of all 2 runs and their evaluations: {(sum(walls) + sum(evals)) / 3600:.2f} h." in text
     assert math.isclose(float(rows[0]["epoch_seconds_min"]), min(epochs), rel_tol=1e-9)
     assert math.isclose(float(rows[0]["epoch_seconds_median"]), statistics.median(epochs), rel_tol=1e-9)
     for figure in ("per_class_errors.png", "clean_vs_robust.png"):

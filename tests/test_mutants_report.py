@@ -39,7 +39,26 @@ def test_the_cost_table_gives_the_fastest_and_the_median_epoch(tmp_path):
     _, rows, numbers = cost_table([Group("g", [_run(tmp_path, 0)])])
     assert numbers["g"] == {"epochs_timed": 3, "epoch_seconds_min": 10.0, "epoch_seconds_median": 12.0,
                             "train_images_per_s_median": 40.0}
-    assert rows == [["g", "3", "10.0", "12.0", "40"]]
+    assert rows == [["g", "3", "10.0", "12.0", "40", "-"]]
+
+
+def test_the_cost_table_gives_each_runs_wall_time_and_the_studys(tmp_path):
+    """Run wall = fit + test of metrics.json wall_seconds, evaluations from their JSONs, mean per
+    run in minutes; the study's total sums every run and evaluation."""
+    from batlit.report import study_wall_seconds
+
+    for name in ("a", "b"):
+        (tmp_path / name / "csv").mkdir(parents=True)
+        (tmp_path / name / "csv" / "metrics.csv").write_text("epoch,perf/epoch_seconds,perf/train_images_per_s\n0,10.0,50\n")
+    timed = _run(tmp_path / "a", 0, wall_seconds={"fit": 540.0, "test": 60.0})
+    timed.evals = {"autoattack": {"seconds": 240.0}, "pgd20": {"seconds": 12.0}}
+    untimed = _run(tmp_path / "b", 1)
+    untimed.evals = {"autoattack": {"seconds": 120.0}}
+    header, rows, numbers = cost_table([Group("g", [timed, untimed])])
+    assert header[-3:] == ["Run wall (min)", "autoattack (min)", "pgd20 (min)"]
+    assert rows[0][-3:] == ["10.0 (1 of 2)", "3.0", "0.2"]
+    assert numbers["g"]["run_wall_seconds_mean"] == 600.0 and numbers["g"]["autoattack_seconds_mean"] == 180.0
+    assert study_wall_seconds([Group("g", [timed, untimed])]) == (600.0 + 240.0 + 12.0 + 120.0, 1, 2)
 
 
 def test_results_to_json_names_the_worst_class_and_writes_null_for_an_unseen_one():

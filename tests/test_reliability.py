@@ -47,6 +47,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_metrics(tmp_path):
     whole = train(tmp_path / "whole", *RESUMABLE, tiny=False)
     epoch = _kill_after_first_checkpoint(tmp_path / "killed", *RESUMABLE)
     assert epoch == 0  # the first epoch's checkpoint, though it had no validation; two epochs left
+    killed_fit = read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")["callbacks"]["Timer"]
+    killed_fit = killed_fit["time_elapsed"]["train"]
     resumed = train(tmp_path / "killed", *RESUMABLE, "resume=true", tiny=False)
     for key in ("std_per_class", "bndy_per_class", "rob_per_class", "adv_confusion"):
         assert resumed[key] == whole[key], key
@@ -56,6 +58,18 @@ def test_resume_after_sigkill_gives_the_uninterrupted_metrics(tmp_path):
     assert final["batlit"]["version"] and final["batlit"]["data"].endswith("DigitsDataModule")
     # the CSV log keeps the epochs before the kill (Lightning's CSVLogger deletes the file on reopen)
     assert _csv_epochs(tmp_path / "killed") == _csv_epochs(tmp_path / "whole")
+    # wall time: the killed session's fit time (kept in its checkpoint) counts in the resumed run's
+    # (the exact carry-over is tests/test_train_cli.py::test_wall_seconds_adds_the_fit_time_of_earlier_sessions)
+    later_epochs = sum(_epoch_seconds(tmp_path / "killed")[1:])
+    assert killed_fit > 0 and resumed["wall_seconds"]["fit"] >= killed_fit + later_epochs
+    assert whole["wall_seconds"]["test"] > 0
+
+
+def _epoch_seconds(run_dir: Path) -> list[float]:
+    import csv
+
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return [float(r["perf/epoch_seconds"]) for r in csv.DictReader(f) if r.get("perf/epoch_seconds")]
 
 
 def _csv_epochs(run_dir: Path) -> dict[str, list[int]]:

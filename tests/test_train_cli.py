@@ -108,3 +108,18 @@ def test_missing_cifar10_fails_fast_naming_the_path(tmp_path):
                    f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
     assert proc.returncode == 1
     assert str(root) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_wall_seconds_adds_the_fit_time_of_earlier_sessions():
+    """metrics.json wall_seconds.fit: Lightning's Timer, whose state last.ckpt keeps, so a resumed
+    run counts the killed session's training too."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from batlit.train import wall_seconds
+
+    timer = Timer(verbose=False)
+    timer.load_state_dict({"time_elapsed": {"train": 123.456, "test": 9.0}})
+    assert wall_seconds(SimpleNamespace(callbacks=[timer])) == {"fit": 123.46, "test": 0.0}
+    assert wall_seconds(SimpleNamespace(callbacks=[])) is None

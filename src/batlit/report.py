@@ -329,9 +329,13 @@ def epoch_times(run: Run) -> list[tuple[float, float]]:
 
 def cost_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], dict[str, dict[str, float]]]:
     """Per group: epochs timed, fastest and median epoch (s) and median training images/s, over
-    every epoch of its runs. The fastest epoch is the figure least disturbed by other work on the
-    machine; the median is the typical one."""
-    header = ["Method", "Epochs timed", "Fastest epoch (s)", "Median epoch (s)", "Median train images/s"]
+    every epoch of its runs (the fastest epoch is the figure least disturbed by other work on the
+    machine; the median is the typical one); then, per run on average, the wall time of training
+    with its validation and test (metrics.json ``wall_seconds``, summed over resumed sessions) and
+    of each evaluation after it (the eval JSONs' ``seconds``), in minutes."""
+    evals = sorted({name for g in groups for r in g.runs for name in r.evals})
+    header = ["Method", "Epochs timed", "Fastest epoch (s)", "Median epoch (s)", "Median train images/s",
+              "Run wall (min)", *[f"{name} (min)" for name in evals]]
     rows, numbers = [], {}
     for g in groups:
         times = [t for r in g.runs for t in epoch_times(r)]
@@ -343,9 +347,30 @@ def cost_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], dic
                             "epoch_seconds_median": statistics.median(seconds),
                             "train_images_per_s_median": statistics.median(rates) if rates else math.nan}
         n = numbers[g.label]
-        rows.append([g.label, str(len(times)), f"{n['epoch_seconds_min']:.1f}", f"{n['epoch_seconds_median']:.1f}",
-                     f"{n['train_images_per_s_median']:.0f}"])
+        walls = [sum(w.values()) for r in g.runs if (w := r.metrics.get("wall_seconds"))]
+        if walls:
+            n["run_wall_seconds_mean"] = statistics.fmean(walls)
+        row = [g.label, str(len(times)), f"{n['epoch_seconds_min']:.1f}", f"{n['epoch_seconds_median']:.1f}",
+               f"{n['train_images_per_s_median']:.0f}",
+               f"{n['run_wall_seconds_mean'] / 60:.1f}" + ("" if len(walls) == len(g.runs) else f" ({len(walls)} of {len(g.runs)})")
+               if walls else "-"]
+        for name in evals:
+            spent = [float(r.evals[name]["seconds"]) for r in g.runs if "seconds" in r.evals.get(name, {})]
+            if spent:
+                n[f"{name}_seconds_mean"] = statistics.fmean(spent)
+            row.append(f"{statistics.fmean(spent) / 60:.1f}" if spent else "-")
+        rows.append(row)
     return header, rows, numbers
+
+
+def study_wall_seconds(groups: Sequence[Group]) -> tuple[float, int, int]:
+    """(seconds, runs with a recorded wall time, runs): every run's training, validation and test
+    wall time plus every evaluation's, summed over the report's runs."""
+    runs = [r for g in groups for r in g.runs]
+    timed = [r for r in runs if r.metrics.get("wall_seconds")]
+    total = sum(sum(r.metrics["wall_seconds"].values()) for r in timed)
+    total += sum(float(e.get("seconds", 0.0)) for r in runs for e in r.evals.values())
+    return total, len(timed), len(runs)
 
 
 def analyses(groups: Sequence[Group]) -> list[tuple[str, dict[str, Any]]]:
@@ -446,8 +471,14 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
                         f"multipliers of the class-wise methods; mean over seeds):\n\n{markdown(*state)}\n")
     cost_header, cost_rows, cost = cost_table(groups)
     if cost_rows:
-        sections.append(f"\nTraining time per epoch (perf/epoch_seconds of each run's csv/metrics.csv, over all "
-                        f"epochs of a row's runs):\n\n{markdown(cost_header, cost_rows)}\n")
+        total, timed, n_runs = study_wall_seconds(groups)
+        untimed = f"; {n_runs - timed} of the {n_runs} runs recorded no run wall time (trained before it was kept)" \
+            if timed < n_runs else ""
+        sections.append(f"\nCost: training time per epoch (perf/epoch_seconds of each run's csv/metrics.csv, over all "
+                        f"epochs of a row's runs), each run's wall time with its validation and test (metrics.json "
+                        f"wall_seconds) and each evaluation's (eval JSON seconds), mean per run:\n\n"
+                        f"{markdown(cost_header, cost_rows)}\n\nWall time of all {n_runs} runs and their evaluations: "
+                        f"{total / 3600:.2f} h{untimed}.\n")
     for record in records:
         record.update(cost.get(record["method"], {}))
     found = analyses(groups)

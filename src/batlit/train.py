@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model
     check_objective(cfg)
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
     from .callbacks import EpochSeeding, EpochThroughput, NonFiniteLossGuard, WandbReports, finish_wandb
     from .checkpoint import AtomicCheckpointIO, check_resumable, keep_csv_history, storable_run_config
@@ -113,7 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # checkpoints/last.ckpt after every epoch (atomically replaced): what resume=true continues from
     callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                                  every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False),
-                 EpochSeeding(cfg.seed), EpochThroughput()]
+                 EpochSeeding(cfg.seed), EpochThroughput(),
+                 Timer(verbose=False)]  # fit's wall time, kept in last.ckpt across resumes: metrics.json wall_seconds
     if cfg.get("stop_on_nonfinite_loss", True):
         callbacks.append(NonFiniteLossGuard(run_dir / "checkpoints"))
     if wandb_runs_possible(loggers):
@@ -238,10 +239,22 @@ def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path, c
         # the class-wise methods' final per-class state (weights, eps scales, multipliers): batlit.report
         "class_state": method.class_state() if hasattr(method, "class_state") else None,
         "val": val,  # the last validation (same attack as attack.val): for choosing hyper-parameters
+        "wall_seconds": wall_seconds(trainer),
     }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def wall_seconds(trainer: Any) -> dict[str, float] | None:
+    """Wall time of ``fit`` (training and validation, summed over every resumed session up to its
+    last checkpoint) and of ``test``, from Lightning's Timer; batlit.report's cost table."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None:
+        return None
+    return {"fit": round(timer.time_elapsed("train"), 2), "test": round(timer.time_elapsed("test"), 2)}
 
 
 def fast_paths(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
