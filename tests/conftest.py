@@ -74,3 +74,14 @@ def hot_start(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("hot_start")
     train(run_dir, "method=pgd_at", "data.val_size=40")
     return run_dir
+
+
+def linear_model(k: int = 4):
+    """A seeded linear classifier of 3x4x4 images into k classes: the method tests' smallest model."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, k))
+    model.num_classes = k
+    return model

@@ -10,24 +10,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from batlit.attacks import pgd
 from batlit.methods import BAT, FAT, FATTRADES, GAIRAT, PGDAT, TRADES
 from batlit.methods.fat import tau_at
 from batlit.methods.gairat import gair_weights
 from conftest import TINY, run_cli, train
+from conftest import linear_model as _model
 
 ATTACK = {"eps": 8 / 255, "train": {"steps": 10, "step_size": 2 / 255},
           "val": {"steps": 2, "step_size": 2 / 255}, "test": {"steps": 2, "step_size": 2 / 255}}
 OPT = {"name": "sgd", "lr": 0.1}
-
-
-def _model():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
-    model.num_classes = 4
-    return model
 
 
 def _at_epoch(monkeypatch, method, epoch):

@@ -33,17 +33,11 @@ from batlit.methods.base import StepDecay
 from batlit.metrics import StepsToBoundary
 from batlit.reporting import format_table, results_to_json
 from test_configs import _compose
+from conftest import linear_model as _linear
 
 ATTACK = {"eps": 0.1, "train": {"steps": 3, "step_size": 0.02},
           "val": {"steps": 4, "step_size": 0.03}, "test": {"steps": 2, "step_size": 0.01}}
 OPT = {"name": "sgd", "lr": 0.1}
-
-
-def _linear(k: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, k))
-    model.num_classes = k
-    return model
 
 
 class Lookup(nn.Module):

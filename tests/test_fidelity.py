@@ -29,20 +29,12 @@ from batlit.methods.base import StepDecay
 from batlit.methods.frl import class_weights, split_indices
 from conftest import with_hydra_runtime
 from test_configs import _compose
+from conftest import linear_model as _linear
 
 register_resolvers()
 ATTACK = {"eps": 8 / 255, "train": {"steps": 3, "step_size": 2 / 255},
           "val": {"steps": 2, "step_size": 2 / 255}, "test": {"steps": 2, "step_size": 2 / 255}}
 OPT = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
-
-
-
-
-def _linear(k: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, k))
-    model.num_classes = k
-    return model
 
 
 # ---- 1. learning-rate schedules ----------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import pytest
 import torch
@@ -12,17 +11,11 @@ from torch import nn
 from batlit.methods import FRL
 from batlit.methods.frl import class_margins, class_weights, normalize_lambda
 from conftest import TINY, run_cli, train
+from conftest import linear_model as _model
 
 ATTACK = {"eps": 8 / 255, "train": {"steps": 3, "step_size": 2 / 255},
           "val": {"steps": 2, "step_size": 2 / 255}, "test": {"steps": 2, "step_size": 2 / 255}}
 OPT = {"name": "sgd", "lr": 0.001}
-
-
-def _model(k=4):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, k))
-    model.num_classes = k
-    return model
 
 
 def test_normalize_lambda_clamps_and_rescales():

@@ -18,10 +18,11 @@ def test_metrics_record_the_device_the_run_trained_on_not_where_the_module_ended
 
     from batlit.train import fast_paths
 
-    cfg = OmegaConf.create({"model": {"channels_last": True}, "data": {"on_device": True}, "compile": False})
+    cfg = OmegaConf.create({"model": {"channels_last": True, "fold_batchnorm": True}, "data": {"on_device": True},
+                            "compile": False})
     gpu_run = SimpleNamespace(precision="bf16-mixed", strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
-    assert fast_paths(cfg, gpu_run) == {"precision": "bf16-mixed", "channels_last": True, "on_device": True,
-                                        "compile": False}
+    assert fast_paths(cfg, gpu_run) == {"precision": "bf16-mixed", "channels_last": True, "fold_batchnorm": True,
+                                        "on_device": True, "compile": False}
     cpu_run = SimpleNamespace(precision="32-true", strategy=SimpleNamespace(root_device=torch.device("cpu")))
     assert fast_paths(cfg, cpu_run)["on_device"] is False  # data.on_device is a no-op on the CPU
 

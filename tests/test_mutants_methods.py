@@ -15,17 +15,11 @@ import batlit.methods.classwise as classwise
 from batlit.attacks import pgd
 from batlit.methods import BAT, CFA, FAT, FRL, GAIRAT, PGDAT, TRADES
 from batlit.methods.frl import class_margins
+from conftest import linear_model as _model
 
 ATTACK = {"eps": 8 / 255, "train": {"steps": 3, "step_size": 2 / 255},
           "val": {"steps": 2, "step_size": 3 / 255}, "test": {"steps": 4, "step_size": 1 / 255}}
 OPT = {"name": "sgd", "lr": 0.1}
-
-
-def _model(k: int = 4) -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, k))
-    model.num_classes = k
-    return model
 
 
 class OnePixel(nn.Module):
