@@ -86,6 +86,11 @@ def test_batchnorm_in_training_mode_is_never_folded():
     with folded_batchnorm(model):
         inside = model(x)  # batch statistics, as training uses them
     torch.testing.assert_close(inside, plain)
+    model.eval()
+    with folded_batchnorm(model):
+        model.train()  # a caller switching to train mode inside a fold gets batch statistics again
+        switched = model(x)
+    torch.testing.assert_close(switched, plain)
 
 
 def test_the_fold_follows_the_running_statistics():
@@ -157,3 +162,31 @@ def test_bench_compares_the_defaults_with_the_plain_algorithm_unfolded():
         model, _, _ = _layout(base, x, torch.device("cpu"), "32", False, folded)
         assert {m.fold_batchnorm for m in model.modules() if hasattr(m, "conv_bn_pairs")} == {folded}
     assert base.features[0].fold_batchnorm is True  # the copies' switch, not the base model's
+
+
+def test_an_evaluation_runs_folded_throughout_with_the_same_results():
+    """batlit.evaluate: the model stays in eval mode with fixed weights, so the clean pass, PGD and
+    torchattacks' APGD all run on the folded convolutions; same results as unfolded."""
+    import torchattacks
+
+    from batlit.attacks import PGD
+    from batlit.evaluate import evaluate
+
+    model = _with_statistics(small_cnn(width=8))
+    torch.manual_seed(0)
+    data = [(torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(2)]
+
+    def run():
+        components = [("PGD-5", PGD(model, eps=4 / 255, step_size=1 / 255, steps=5)),
+                      ("APGD-CE", torchattacks.APGD(model, norm="Linf", eps=8 / 255, steps=5, seed=0))]
+        out = evaluate(model, data, components, 10, torch.device("cpu"), progress=False)
+        return out["results"], [fraction for _, _, fraction in out["robust_after"]]
+
+    calls = _batchnorm_calls(model)
+    folded, folded_after = run()
+    assert calls[0] == 0 and not model.training
+    set_batchnorm_folding(model, False)
+    plain, plain_after = run()
+    assert calls[0] > 0
+    torch.testing.assert_close(folded["std_per_class"], plain["std_per_class"], equal_nan=True)
+    assert max(abs(a - b) for a, b in zip(folded_after, plain_after)) <= 1 / 32  # at most one image of 32 flips

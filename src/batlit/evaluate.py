@@ -127,34 +127,38 @@ def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: i
 
     from .attacks import attack_precision
     from .metrics import ClassWiseRobustness
+    from .models.fold import folded_batchnorm
 
     metric = ClassWiseRobustness(num_classes).to(device)
     robust_after = torch.zeros(len(components), num_classes, dtype=torch.long, device=device)
     correct_clean = torch.zeros(num_classes, dtype=torch.long, device=device)
     seen = 0
     bar = tqdm(loader, desc=desc, disable=not progress, unit="batch", dynamic_ncols=True)
-    for x, y in bar:
-        x, y = x.to(device), y.to(device)
-        with attack_precision("fp32" if precision == "fp32" else "inherit", device.type):
-            with torch.no_grad():
-                clean = model(x).argmax(1)
-            adv = clean.clone()
-            robust = clean == y  # only samples still right are attacked further (AutoAttack's rule)
-            correct_clean.scatter_add_(0, y, robust.long())  # no host sync, unlike bincount of y[robust]
-            for i, (_, attack) in enumerate(components):
-                idx = robust.nonzero().squeeze(1)
-                if len(idx):
-                    x_adv = attack(x[idx], y[idx])
-                    with torch.no_grad():
-                        pred = model(x_adv).argmax(1)
-                    adv[idx] = pred
-                    robust[idx] = pred == y[idx]
-                robust_after[i].scatter_add_(0, y, robust.long())
-        metric.update(clean, adv, y)
-        seen += len(y)
-        if progress:
-            bar.set_postfix(clean=f"{float(correct_clean.sum()) / seen:.3f}",
-                            robust=f"{float(robust_after[-1].sum() if components else correct_clean.sum()) / seen:.3f}")
+    # eval mode and fixed weights throughout: BatchNorm folded once for every attack component,
+    # torchattacks' included (model.fold_batchnorm, batlit.models.fold)
+    with folded_batchnorm(model):
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            with attack_precision("fp32" if precision == "fp32" else "inherit", device.type):
+                with torch.no_grad():
+                    clean = model(x).argmax(1)
+                adv = clean.clone()
+                robust = clean == y  # only samples still right are attacked further (AutoAttack's rule)
+                correct_clean.scatter_add_(0, y, robust.long())  # no host sync, unlike bincount of y[robust]
+                for i, (_, attack) in enumerate(components):
+                    idx = robust.nonzero().squeeze(1)
+                    if len(idx):
+                        x_adv = attack(x[idx], y[idx])
+                        with torch.no_grad():
+                            pred = model(x_adv).argmax(1)
+                        adv[idx] = pred
+                        robust[idx] = pred == y[idx]
+                    robust_after[i].scatter_add_(0, y, robust.long())
+            metric.update(clean, adv, y)
+            seen += len(y)
+            if progress:
+                bar.set_postfix(clean=f"{float(correct_clean.sum()) / seen:.3f}",
+                                robust=f"{float(robust_after[-1].sum() if components else correct_clean.sum()) / seen:.3f}")
     results = {k: v.cpu() for k, v in metric.compute().items()}
     total = results["count_per_class"].clamp(min=1).double()
     return {"results": results,

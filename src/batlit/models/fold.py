@@ -7,8 +7,9 @@ In eval mode a BatchNorm is a fixed per-channel affine map of its input, so afte
 one convolution with folded weights instead of a convolution and a BatchNorm, forward and
 backward. An attack's passes all run in eval mode on fixed weights (it takes gradients for the
 input only), so the folded weights are computed once per attack call and dropped when it returns;
-training-mode passes, which normalise by the batch's own statistics, never see them. The result is
-the same function up to float rounding (tests/test_fold.py); docs/performance.md measures the gain.
+training-mode passes, which normalise by the batch's own statistics, never see them. The same holds
+for a whole evaluation (``batlit.evaluate``: the model in eval mode, PGD or AutoAttack). The result
+is the same function up to float rounding (tests/test_fold.py); docs/performance.md measures the gain.
 
 A model opts in by giving the modules that own such pairs a ``conv_bn_pairs()`` method and calling
 :func:`conv_bn` in their forward (SmallCNN, ResNet). Pre-activation models (PreAct ResNet,
@@ -30,7 +31,7 @@ _FOLDED = "_batlit_folded"  # attribute of the BatchNorm holding the folded (wei
 def conv_bn(conv: nn.Conv2d, bn: nn.Module, x: Tensor) -> Tensor:
     """``bn(conv(x))``, as one convolution while :func:`folded_batchnorm` holds the pair folded."""
     folded = bn.__dict__.get(_FOLDED)
-    if folded is None:
+    if folded is None or bn.training:  # a caller switching to train mode inside gets batch statistics
         return bn(conv(x))
     return conv._conv_forward(x, *folded)
 
