@@ -81,6 +81,7 @@ def test_evaluate_each_attack_in_one_multirun(sweep):
                                ("autoattack", ["APGD-CE", "APGD-T", "FAB-T", "Square"])):
         record = json.loads((run_dir / f"eval_{attack}.json").read_text())
         assert record["n_samples"] == 10 and record["attack"]["name"] == attack
+        assert record["fold_batchnorm"] is True  # the default: BatchNorm folded (tests/test_fold.py)
         assert [c["name"] for c in record["components"]] == components
         assert math.isclose(record["attack"]["eps"], 8 / 255, rel_tol=1e-6)  # the run's eps
         # the robust accuracy after the last component is 1 - robust error, counted per class
@@ -101,6 +102,7 @@ def test_evaluate_bad_input_is_one_line(tmp_path, sweep):
     for args, needle in (([f"ckpt={tmp_path / 'nope.ckpt'}"], "ckpt: no checkpoint file"),
                          ([f"ckpt={ckpt}", "attack.steps=0"], "attack.steps must be an integer >= 1"),
                          ([f"ckpt={ckpt}", "n_samples=-3"], "n_samples must be"),
+                         ([f"ckpt={ckpt}", "fold_batchnorm=maybe"], "fold_batchnorm must be true or false, got 'maybe'"),
                          ([f"ckpt={ckpt}", "eps=0"], "eps must be > 0 or null"),
                          (["attack=cw"], "ckpt is required")):
         proc = run_cli("batlit.evaluate", *args)

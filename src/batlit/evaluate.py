@@ -73,6 +73,8 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"attack.restarts must be an integer >= 1, got {spec.restarts!r}")
     if spec.kind == "autoattack" and spec.get("version") not in AUTOATTACK_VERSIONS:
         raise ConfigError(f"attack.version must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {spec.get('version')!r}")
+    if not isinstance(cfg.get("fold_batchnorm", True), bool):
+        raise ConfigError(f"fold_batchnorm must be true or false, got {cfg.fold_batchnorm!r}")
     if cfg.get("precision", "fp32") not in EVAL_PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(EVAL_PRECISIONS)}, got {cfg.get('precision')!r}")
 
@@ -202,7 +204,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dm = datamodule_for(trained.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
                         test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
-    model = trained.model.to(device)
+    from .models.fold import set_batchnorm_folding
+
+    model = set_batchnorm_folding(trained.model.to(device), bool(cfg.get("fold_batchnorm", True)))
     precision = str(cfg.get("precision", "fp32"))
     if precision == "bf16":  # every forward in bf16, logits back in fp32 for the attacks' losses
         from .attacks import AutocastLogits
@@ -219,7 +223,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "ckpt": str(Path(cfg.ckpt).resolve()), "attack": {"name": name, "eps": eps,
                                                          **OmegaConf.to_container(spec, resolve=True)},
         "n_samples": int(sum(summary["count_per_class"])), "class_names": trained.class_names,
-        "seed": cfg.seed, "device": str(device), "precision": precision, "seconds": round(seconds, 2), "batlit_version": __version__,
+        "seed": cfg.seed, "device": str(device), "precision": precision,
+        "fold_batchnorm": bool(cfg.get("fold_batchnorm", True)), "seconds": round(seconds, 2), "batlit_version": __version__,
         "components": [{"name": n, "robust_acc": acc, "robust_acc_per_class": per}
                        for n, per, acc in out["robust_after"]],
         **summary,
