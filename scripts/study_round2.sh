@@ -29,7 +29,7 @@ case $SCALE in
          METHODS=${METHODS:-"pgd_at trades6 bat cfa wat dafa faal_trades frl_trades"} ;;
   *) echo "SCALE must be small or large, got '$SCALE'" >&2; exit 2 ;;
 esac
-AA_SAMPLES=${AA_SAMPLES:-500}
+AA_SAMPLES=${AA_SAMPLES:-1000}   # 100 per class: AutoAttack takes about 20 s per 200 images of a small-scale model (docs/results_round2.md)
 extra=() aa_args=()
 if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred images
   EPOCHS=2
