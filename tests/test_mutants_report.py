@@ -78,3 +78,14 @@ def test_the_table_prints_percentages():
     assert lines[3].split() == ["dog", "-", "-", "-", "(n=0)"]
     assert lines[-1].split() == ["worst", "50.00", "(cat)", "50.00", "(cat)", "50.00", "(cat)"]
     assert not math.isnan(float(lines[-2].split()[1]))
+
+
+def test_the_noise_line_gives_the_binomial_standard_error_of_the_smallest_class(tmp_path):
+    from batlit.report import noise_note
+
+    run = _run(tmp_path, 0, count_per_class=[200, 196, 200])
+    run.evals = {"autoattack": {"count_per_class": [100, 100, 99]}}
+    assert noise_note([run]) == ("Noise: one class's error has a binomial standard error of at most 50/√n points "
+                                 "on n images: ±3.6 on the test split (196 images in its smallest class); "
+                                 "±5.0 under autoattack (99 images a class).")
+    assert noise_note([_run(tmp_path, 1)]) == ""

@@ -363,6 +363,25 @@ def cost_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], dic
     return header, rows, numbers
 
 
+def noise_note(runs: Sequence[Run]) -> str:
+    """One line: the binomial standard error of a class's error rate at its largest (p = 0.5),
+    50/√n points for the smallest class of n images, on the run's test split and in each evaluation
+    (the first run that has it). Seeds add their own spread: the tables' ± columns."""
+    parts = []
+    counts = runs[0].metrics.get("count_per_class") if runs else None
+    if counts:
+        parts.append(f"±{50 / math.sqrt(min(counts)):.1f} on the test split ({min(counts)} images in its smallest class)")
+    for name in sorted({n for r in runs for n in r.evals}):
+        counts = next((r.evals[name].get("count_per_class") for r in runs if r.evals.get(name, {}).get("count_per_class")),
+                      None)
+        if counts:
+            parts.append(f"±{50 / math.sqrt(min(counts)):.1f} under {name} ({min(counts)} images a class)")
+    if not parts:
+        return ""
+    return ("Noise: one class's error has a binomial standard error of at most 50/√n points on n images: "
+            + "; ".join(parts) + ".")
+
+
 def study_wall_seconds(groups: Sequence[Group]) -> tuple[float, int, int]:
     """(seconds, runs with a recorded wall time, runs): every run's training, validation and test
     wall time plus every evaluation's, summed over the report's runs."""
@@ -461,7 +480,8 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     if base_group is not None:
         caption += f"; ρ against {baseline} ({len(base_group.runs)} runs)"
     table = markdown(header, rows)
-    sections = [f"{caption}\n\n{table}\n"]
+    noise = noise_note(runs)
+    sections = [f"{caption}\n\n{table}\n" + (f"\n{noise}\n" if noise else "")]
     for key, title in (("std", "standard"), ("bndy", "boundary"), ("rob", "robust")):
         sections.append(f"\nPer-class {title} error (%, mean over seeds):\n\n"
                         f"{markdown(*per_class_table(groups, key))}\n")
