@@ -89,3 +89,13 @@ def test_the_noise_line_gives_the_binomial_standard_error_of_the_smallest_class(
                                  "on n images: ±3.6 on the test split (196 images in its smallest class); "
                                  "±5.0 under autoattack (99 images a class).")
     assert noise_note([_run(tmp_path, 1)]) == ""
+
+
+def test_fast_path_switches_do_not_split_a_group(tmp_path):
+    """Runs trained before model.fold_batchnorm existed (no key) and after (true) are the same
+    experiment: switches that change how, not what, is trained never name a group."""
+    old = _run(tmp_path / "a", 0)
+    new = _run(tmp_path / "b", 1)
+    new.config.update({"model.fold_batchnorm": True, "model.channels_last": True, "data.on_device": False})
+    groups = group_runs([old, new])
+    assert [(g.label, len(g.runs)) for g in groups] == [("pgd_at", 2)]

@@ -37,7 +37,8 @@ IGNORED_KEYS = {"task_name", "ckpt_path", "resume", "test", "data.root", "data.n
                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                 "trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy",
                 "trainer.deterministic", "trainer.plugins", "trainer.callbacks",
-                "model.channels_last", "data.on_device", "compile", "resume", "stop_on_nonfinite_loss",
+                "model.channels_last", "model.fold_batchnorm", "data.on_device", "compile", "resume",
+                "stop_on_nonfinite_loss",
                 "callbacks", "slurm.auto_requeue", "slurm.requeue_signal"}
 COLUMNS = [(f"{key}_{kind}", f"{title} {label}") for key, label in METRICS for kind, title in
            (("avg", "Avg"), ("worst", "Worst"))]
