@@ -55,8 +55,8 @@ def test_the_cost_table_gives_each_runs_wall_time_and_the_studys(tmp_path):
     untimed = _run(tmp_path / "b", 1)
     untimed.evals = {"autoattack": {"seconds": 120.0}}
     header, rows, numbers = cost_table([Group("g", [timed, untimed])])
-    assert header[-3:] == ["Run wall (min)", "autoattack (min)", "pgd20 (min)"]
-    assert rows[0][-3:] == ["10.0 (1 of 2)", "3.0", "0.2"]
+    assert header[-3:] == ["Run wall (min)", "autoattack (s)", "pgd20 (s)"]
+    assert rows[0][-3:] == ["10.0 (1 of 2)", "180", "12"]
     assert numbers["g"]["run_wall_seconds_mean"] == 600.0 and numbers["g"]["autoattack_seconds_mean"] == 180.0
     assert study_wall_seconds([Group("g", [timed, untimed])]) == (600.0 + 240.0 + 12.0 + 120.0, 1, 2)
 

@@ -333,10 +333,10 @@ def cost_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], dic
     every epoch of its runs (the fastest epoch is the figure least disturbed by other work on the
     machine; the median is the typical one); then, per run on average, the wall time of training
     with its validation and test (metrics.json ``wall_seconds``, summed over resumed sessions) and
-    of each evaluation after it (the eval JSONs' ``seconds``), in minutes."""
+    of each evaluation after it (the eval JSONs' ``seconds``), in minutes and seconds."""
     evals = sorted({name for g in groups for r in g.runs for name in r.evals})
     header = ["Method", "Epochs timed", "Fastest epoch (s)", "Median epoch (s)", "Median train images/s",
-              "Run wall (min)", *[f"{name} (min)" for name in evals]]
+              "Run wall (min)", *[f"{name} (s)" for name in evals]]
     rows, numbers = [], {}
     for g in groups:
         times = [t for r in g.runs for t in epoch_times(r)]
@@ -359,7 +359,7 @@ def cost_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], dic
             spent = [float(r.evals[name]["seconds"]) for r in g.runs if "seconds" in r.evals.get(name, {})]
             if spent:
                 n[f"{name}_seconds_mean"] = statistics.fmean(spent)
-            row.append(f"{statistics.fmean(spent) / 60:.1f}" if spent else "-")
+            row.append(f"{statistics.fmean(spent):.0f}" if spent else "-")
         rows.append(row)
     return header, rows, numbers
 
