@@ -1,0 +1,43 @@
+"""scripts/round2_tables.py: the accuracy tables of docs/results_round2.md, on a hand-made study folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _seed(study, name, seed, std_avg, std_worst, rob_avg, rob_worst, n=1000):
+    run = study / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "eval_autoattack.json").write_text(json.dumps(
+        {"std_avg": std_avg, "std_worst": std_worst, "rob_avg": rob_avg, "rob_worst": rob_worst, "n_samples": n}))
+
+
+def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "protocol.txt").write_text("experiment=study_cifar10_cpu\n")
+    _seed(study, "trades6", 0, 0.6, 0.8, 0.8, 0.9)    # accuracies 40 / 20 / 20 / 10
+    _seed(study, "wat", 0, 0.6, 0.7, 0.82, 0.85)      # 40 / 30 / 18 / 15
+    _seed(study, "wat", 1, 0.62, 0.75, 0.84, 0.87)    # 38 / 25 / 16 / 13
+    _seed(study, "frl_tau0.07", 0, 0.5, 0.6, 0.9, 1.0)
+    (study / "frl_choice.json").write_text(json.dumps({"chosen": "frl_tau0.07"}))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(study)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "| TRADES(6) | 1 | 40.0 | 20.0 | 20.0 | 10.0 | +0.000 |" in lines
+    # WAT: means 39 / 27.5 / 17 / 14, sd over 2 seeds; rho = (14 - 10)/10 - (20 - 17)/20 = 0.25
+    assert "| +WAT | 2 | 39.0 ± 1.4 | 27.5 ± 3.5 | 17.0 ± 1.4 | 14.0 ± 1.4 | +0.250 |" in lines
+    # FRL from PGD-AT is the tau folder chosen on validation; no PGD-AT baseline here: rho undefined
+    assert "| FRL (from PGD-AT) | 1 | 50.0 | 40.0 | 10.0 | 0.0 | - |" in lines
+    assert "same 1000 AutoAttack test images" in proc.stdout
+
+
+def test_a_folder_that_is_no_study_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a study folder (no protocol.txt)" in proc.stderr
