@@ -68,6 +68,8 @@ def table(study: Path, rows: list[tuple[str, str]], baseline: str, baseline_labe
         r = rho(acc, base) if base else math.nan
         lines.append(f"| {label} | {len(records)} | " + " | ".join(cells) + f" | {'-' if math.isnan(r) else f'{r:+.3f}'} |")
     n = {r["n_samples"] for name, _ in rows for r in seeds_of(study, name)}
+    if not n:
+        return "(no run of these methods has its AutoAttack evaluation yet)"
     note = (f"\nAccuracy in % on the same {', '.join(map(str, sorted(n)))} AutoAttack test images (clean and "
             "under AutoAttack, standard version), mean ± standard deviation over seeds. ρ is undefined (-) "
             "where the baseline's worst class has no robust accuracy left.")

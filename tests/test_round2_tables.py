@@ -35,6 +35,12 @@ def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path
     # FRL from PGD-AT is the tau folder chosen on validation; no PGD-AT baseline here: rho undefined
     assert "| FRL (from PGD-AT) | 1 | 50.0 | 40.0 | 10.0 | 0.0 | - |" in lines
     assert "same 1000 AutoAttack test images" in proc.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "protocol.txt").write_text("experiment=study_cifar10_cpu_large\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(empty), "--trades-only"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "(no run of these methods has its AutoAttack evaluation yet)" in proc.stdout
 
 
 def test_a_folder_that_is_no_study_is_refused(tmp_path):
