@@ -887,24 +887,39 @@ def faal_cw(outputs, y):
 def faal_solve_weight(y, class_margin, r, k):
     """FAAL.py ``DAW(train_batch_size=k, r_choice=r).solve_weight(y, class_margin)``: maximise
     Σ_i p[y_i]·c̄[y_i] over p ≥ 0, Σ p = 1, Σ_k kl_div(1/k, p_k) ≤ r (cvxpy's kl_div(x, y) =
-    x·log(x/y) − x + y); cvxpy/ECOS replaced by SLSQP. r ≤ 0: uniform."""
+    x·log(x/y) − x + y, which on the simplex is KL(U ‖ p)); cvxpy/ECOS replaced by SLSQP over
+    p = softmax(z), so that the simplex holds by construction. r ≤ 0: uniform.
+
+    Why softmax: SLSQP over p itself starts at U, where the KL constraint's gradient is 0, and
+    fails on about a third of random batches ("Positive directional derivative"). Over z it ends
+    either converged (status 0) or at a point its line search cannot improve (status 8), both within
+    4e-6 of the optimum on 3,000 random problems; anything else fails the test."""
     if r <= 0:
         return torch.full((k,), 1 / k)
     y = np.asarray(y)
     margin = np.asarray(class_margin, dtype=np.float64)
     coef = np.zeros(k)
     np.add.at(coef, y, margin[y])  # the objective's coefficients of p: n_k·c̄_k
-    pemp = np.full(k, 1 / k)
 
-    def kl(p):
-        return np.sum(pemp * np.log(pemp / p) - pemp + p)
+    def softmax(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
 
-    res = minimize(lambda p: -coef @ p, pemp, jac=lambda p: -coef, method="SLSQP", bounds=[(1e-10, 1)] * k,
-                   constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1, "jac": lambda p: np.ones(k)},
-                                {"type": "ineq", "fun": lambda p: r - kl(p), "jac": lambda p: pemp / p - 1}],
-                   options={"ftol": 1e-14, "maxiter": 1000})
-    assert res.success, res.message
-    return torch.from_numpy(res.x).float()
+    def kl_uniform(z):
+        return -np.mean(np.log(softmax(z))) - np.log(k)
+
+    def neg_objective_grad(z):
+        p = softmax(z)
+        return -p * (coef - p @ coef)
+
+    z0 = 1e-3 * (coef - coef.mean()) / max(np.abs(coef).max(), 1e-12)  # off U: a nonzero KL gradient
+    res = minimize(lambda z: -coef @ softmax(z), z0, jac=neg_objective_grad, method="SLSQP",
+                   constraints=[{"type": "ineq", "fun": lambda z: r - kl_uniform(z),
+                                 "jac": lambda z: 1 / k - softmax(z)}],
+                   options={"ftol": 1e-15, "maxiter": 2000})
+    assert res.status in (0, 8), res.message
+    assert kl_uniform(res.x) <= r + 1e-9, (kl_uniform(res.x), r)
+    return torch.from_numpy(softmax(res.x)).float()
 
 
 def faal_class_margin(loss_margin, y, k):
