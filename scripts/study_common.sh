@@ -15,14 +15,36 @@ stamp_protocol() {
 }
 
 # train NAME OVERRIDES...: one run of experiment=$EXPERIMENT into $OUT/NAME (with the dry run's
-# $extra), skipped when finished, resumed from its last.ckpt when killed; its log is $OUT/NAME.log
+# $extra), skipped when finished, resumed from its last.ckpt when killed; its log is $OUT/NAME.log.
+# Where the calling script sets RESULTS (a tracked folder), a run kept there by an earlier session is
+# skipped too, unless NEED_CKPT=1 (its checkpoint is needed again: a fine-tuning's base), and every
+# finished run is kept there (keep_run).
 train() {
   local name=$1; shift
   if [ -f "$OUT/$name/metrics.json" ]; then echo "done     $name"; return; fi
+  if [ -n "${RESULTS:-}" ] && [ -z "${NEED_CKPT:-}" ] && [ -f "$RESULTS/$name/metrics.json" ]; then
+    echo "kept     $name"; return
+  fi
   echo "training $name"
   mkdir -p "$OUT/$name"
   "$PY" -m batlit.train experiment="$EXPERIMENT" "$@" ${extra[@]+"${extra[@]}"} resume=true \
       hydra.run.dir="$OUT/$name" >"$OUT/$name.log" 2>&1 || { tail -n 5 "$OUT/$name.log"; return 1; }
+  keep_run "$name"
+}
+
+# keep_run NAME: where RESULTS is set, copy $OUT/NAME's small result files into $RESULTS/NAME
+# (scripts/keep_results.py) and, with COMMIT=1, commit them: a session's finished runs outlive it
+keep_run() {
+  [ -n "${RESULTS:-}" ] || return 0
+  "$PY" scripts/keep_results.py "$OUT/$1" "$RESULTS/$1"
+  commit_results "$1"
+}
+
+# commit_results WHAT: with COMMIT=1, commit $RESULTS alone (whatever else is staged stays staged)
+commit_results() {
+  [ "${COMMIT:-0}" = 1 ] || return 0
+  git add -- "$RESULTS" && { git diff --cached --quiet -- "$RESULTS" || \
+      git commit -q -m "study results: $1" -- "$RESULTS"; } || echo "commit of $1 failed: its files stay in $RESULTS"
 }
 
 # The methods of docs/results.md's protocol, as both CPU studies train them (FAT's τ schedule and

@@ -12,10 +12,16 @@
 # DAFA's warm-up 70 of 110, FAAL's 2 fine-tuning epochs at a tenth of the training lr then a
 # hundredth (the authors': 0.01 and 0.001 after training at 0.1). Nothing is chosen on test data.
 # Resumable: a finished step is skipped, a killed training continues from its last.ckpt.
+# Across machines: each finished run's metrics.json, config.yaml and eval_*.json are kept in
+# RESULTS (docs/results/round2/SCALE, tracked; COMMIT=1 commits each one), and a run kept there is
+# not trained again. A fine-tuning whose base's checkpoint is not on this machine retrains the base
+# first (the CPU is deterministic: keep_results.py says whether it reproduced the kept one). The
+# reports and tables are made from RESULTS.
 #
 #   bash scripts/study_round2.sh                            # the small scale, all seeds (many hours on 2 cores)
 #   SCALE=large bash scripts/study_round2.sh                # the larger scale
 #   SEEDS=0 METHODS="cfa wat" bash scripts/study_round2.sh  # a part
+#   COMMIT=1 nohup bash scripts/study_round2.sh &           # in the background, committing each result
 #   OUT=/tmp/r2 BATLIT_DRY_RUN=1 bash scripts/study_round2.sh   # tiny sizes: checks the pipeline
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,18 +43,29 @@ if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred im
          attack.val.steps=2 attack.test.steps=2 trainer.check_val_every_n_epoch=1 scheduler.milestones=[2])
   AA_SAMPLES=20 aa_args=(attack.version=apgd-ce)
   OUT=${OUT:-outputs/study_round2_${SCALE}_dryrun}
+  RESULTS=${RESULTS:-$OUT/results}
 fi
 OUT=${OUT:-outputs/study_round2_$SCALE}
-stamp_protocol "experiment=$EXPERIMENT dry_run=${BATLIT_DRY_RUN:-0} fidelity=issue19"
+RESULTS=${RESULTS:-docs/results/round2/$SCALE}
+PROTOCOL="experiment=$EXPERIMENT dry_run=${BATLIT_DRY_RUN:-0} fidelity=issue19 aa_samples=$AA_SAMPLES"
+stamp_protocol "$PROTOCOL"
+OUT=$RESULTS stamp_protocol "$PROTOCOL"  # kept results of another protocol are never mixed in either
 
 at() { "$PY" -c "import sys; e, t, n = map(int, sys.argv[1:]); print(max(1, min(n, round(e * n / t))))" "$@"; }
 CFA_BEGIN=$(at 10 200 "$EPOCHS")
 DAFA_WARMUP=$(at 70 110 "$EPOCHS")
 FT_LR=$("$PY" -c "print($LR / 10)")
 
-fine_tune() {  # fine_tune NAME BASE_NAME SEED OVERRIDES...: 2 epochs from BASE's finished model
+fine_tune() {  # fine_tune NAME BASE_NAME SEED OVERRIDES...: from BASE's finished model of the same seed
   local name=$1 base=$2 seed=$3; shift 3
   local ckpt="$OUT/$base/seed$seed/checkpoints/last.ckpt"
+  if [ -f "$OUT/$name/seed$seed/metrics.json" ] || [ -f "$RESULTS/$name/seed$seed/metrics.json" ]; then
+    train "$name/seed$seed"; return  # prints done or kept
+  fi
+  if [ ! -f "$ckpt" ] && [ -f "$RESULTS/$base/seed$seed/metrics.json" ]; then
+    echo "retrain  $base/seed$seed: $name fine-tunes it and its checkpoint is not on this machine"
+    NEED_CKPT=1 train_round1 "$base" "$seed"
+  fi
   [ -f "$ckpt" ] || { echo "skip     $name/seed$seed: $base/seed$seed is not trained yet"; return; }
   train "$name/seed$seed" seed="$seed" method.init_ckpt="$ckpt" "$@"
 }
@@ -76,23 +93,26 @@ for seed in $SEEDS; do
   done
 done
 
-# FRL from PGD-AT: tau chosen on the validation split, as in round 1
-frl_dir=""
-if has_runs frl_tau0.05 frl_tau0.07; then frl_dir=$(choose_frl frl_tau0.05 frl_tau0.07); fi
-
 # PGD-20 and AutoAttack on the same test images, every finished model of every method and seed
 for dir in "$OUT"/*/seed*/; do
   run=${dir%/}
   [ -f "$run/metrics.json" ] || continue
   for attack in pgd20 autoattack; do
-    [ -f "$run/eval_$attack.json" ] && continue
+    [ -f "$run/eval_$attack.json" ] || [ -f "$RESULTS/${run#$OUT/}/eval_$attack.json" ] && continue
     echo "$attack ${run#$OUT/}"
     args=()
     [ $attack = autoattack ] && args=(${aa_args[@]+"${aa_args[@]}"})
     "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=$attack n_samples="$AA_SAMPLES" \
         ${args[@]+"${args[@]}"} progress_bar=false >"$run/$attack.log" 2>&1 || { tail -n 5 "$run/$attack.log"; exit 1; }
+    keep_run "${run#$OUT/}"
   done
 done
+
+# From here on, everything reads the kept results: this session's runs and earlier sessions'
+OUT=$RESULTS
+# FRL from PGD-AT: tau chosen on the validation split, as in round 1
+frl_dir=""
+if has_runs frl_tau0.05 frl_tau0.07; then frl_dir=$(choose_frl frl_tau0.05 frl_tau0.07); fi
 
 # The reports: every method against PGD-AT, and the TRADES-based table against TRADES(6)
 dirs=() trades=()
@@ -105,7 +125,12 @@ done
 for method in trades6 frl_trades cfa bat wat dafa faal_trades; do
   has_runs $method && trades+=("$OUT/$method")
 done
-[ -d "$OUT/pgd_at" ] && [ ${#dirs[@]} -gt 0 ] && "$PY" -m batlit.report "${dirs[@]}" --baseline "$OUT/pgd_at" --out "$OUT/report"
-[ -d "$OUT/trades6" ] && [ ${#trades[@]} -gt 1 ] && \
-    "$PY" -m batlit.report "${trades[@]}" --baseline "$OUT/trades6" --out "$OUT/report_trades" --no-figures
+if [ -d "$OUT/pgd_at" ] && [ ${#dirs[@]} -gt 0 ]; then
+  "$PY" -m batlit.report "${dirs[@]}" --baseline "$OUT/pgd_at" --out "$OUT/report" --no-figures
+fi
+if [ -d "$OUT/trades6" ] && [ ${#trades[@]} -gt 1 ]; then
+  "$PY" -m batlit.report "${trades[@]}" --baseline "$OUT/trades6" --out "$OUT/report_trades" --no-figures
+fi
+"$PY" scripts/round2_tables.py "$OUT" >"$OUT/tables.md"
+commit_results "reports and tables"
 echo "study round 2 ($SCALE) in $OUT"
