@@ -15,7 +15,7 @@ install: ## create $(VENV) and install batlit with its dev extras (editable)
 	$(BIN)/pip install -e ".[dev]"
 
 test: ## fast test suite (skips tests marked slow); under 10 minutes on 2 cores
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 test-all: ## every test, slow ones included
 	$(BIN)/python -m pytest -q
