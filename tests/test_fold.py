@@ -91,6 +91,13 @@ def test_batchnorm_in_training_mode_is_never_folded():
         model.train()  # a caller switching to train mode inside a fold gets batch statistics again
         switched = model(x)
     torch.testing.assert_close(switched, plain)
+    model.train()  # a pair in train mode at entry is not folded at all: a train-mode forward inside moves
+    with folded_batchnorm(model):  # the running statistics, and a later eval-mode pass must use the moved ones
+        with torch.no_grad():
+            model(torch.rand(16, 3, 32, 32) * 3)
+        model.eval()
+        inside_eval = model(x)
+    torch.testing.assert_close(inside_eval, model(x))
 
 
 def test_the_fold_follows_the_running_statistics():
