@@ -70,6 +70,51 @@ fine_tune() {  # fine_tune NAME BASE_NAME SEED OVERRIDES...: from BASE's finishe
   train "$name/seed$seed" seed="$seed" method.init_ckpt="$ckpt" "$@"
 }
 
+# evaluate_finished: PGD-20 and AutoAttack on the same test images, for every finished model in $OUT
+# not yet evaluated here or kept evaluated in $RESULTS; each evaluation is kept at once
+evaluate_finished() {
+  local dir run attack args
+  for dir in "$OUT"/*/seed*/; do
+    run=${dir%/}
+    [ -f "$run/metrics.json" ] || continue
+    for attack in pgd20 autoattack; do
+      [ -f "$run/eval_$attack.json" ] || [ -f "$RESULTS/${run#$OUT/}/eval_$attack.json" ] && continue
+      echo "$attack ${run#$OUT/}"
+      args=()
+      [ $attack = autoattack ] && args=(${aa_args[@]+"${aa_args[@]}"})
+      "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=$attack n_samples="$AA_SAMPLES" \
+          ${args[@]+"${args[@]}"} progress_bar=false >"$run/$attack.log" 2>&1 || { tail -n 5 "$run/$attack.log"; exit 1; }
+      keep_run "${run#$OUT/}"
+    done
+  done
+}
+
+# reports: from the kept results (every session's runs), FRL's tau on validation, the report of every
+# method against PGD-AT, the TRADES-based one against TRADES(6), and the accuracy tables
+reports() (
+  OUT=$RESULTS
+  local frl_dir="" dirs=() trades=() method
+  if has_runs frl_tau0.05 frl_tau0.07; then frl_dir=$(choose_frl frl_tau0.05 frl_tau0.07); fi
+  # FRL from TRADES(6) only in the TRADES-based table: its runs differ from FRL-from-PGD-AT in
+  # method.init_ckpt alone, which batlit.report ignores (a per-seed path), so one table would pool them
+  for method in standard pgd_at trades1 trades6 fat gairat bat cfa wat dafa faal_at faal_trades; do
+    has_runs $method && dirs+=("$OUT/$method")
+  done
+  [ -n "$frl_dir" ] && dirs+=("$frl_dir")
+  for method in trades6 frl_trades cfa bat wat dafa faal_trades; do
+    has_runs $method && trades+=("$OUT/$method")
+  done
+  if [ -d "$OUT/pgd_at" ] && [ ${#dirs[@]} -gt 0 ]; then
+    "$PY" -m batlit.report "${dirs[@]}" --baseline "$OUT/pgd_at" --out "$OUT/report" --no-figures >/dev/null
+  fi
+  if [ -d "$OUT/trades6" ] && [ ${#trades[@]} -gt 1 ]; then
+    "$PY" -m batlit.report "${trades[@]}" --baseline "$OUT/trades6" --out "$OUT/report_trades" --no-figures >/dev/null
+  fi
+  "$PY" scripts/round2_tables.py "$OUT" >"$OUT/tables.md"
+  commit_results "reports and tables"
+  echo "reports  $OUT/report, $OUT/report_trades, $OUT/tables.md"
+)
+
 for seed in $SEEDS; do
   for method in $METHODS; do
     if [[ " $ROUND1_METHODS " == *" $method "* ]]; then train_round1 "$method" "$seed"; continue; fi
@@ -90,47 +135,11 @@ for seed in $SEEDS; do
                       optimizer.lr=0.005 method.halve_every=2 ;;
       *) echo "unknown method $method" >&2; exit 2 ;;
     esac
+    evaluate_finished  # each model is evaluated as soon as it is trained, and kept
   done
+  reports  # each seed's tables are committed as soon as it is complete
 done
 
-# PGD-20 and AutoAttack on the same test images, every finished model of every method and seed
-for dir in "$OUT"/*/seed*/; do
-  run=${dir%/}
-  [ -f "$run/metrics.json" ] || continue
-  for attack in pgd20 autoattack; do
-    [ -f "$run/eval_$attack.json" ] || [ -f "$RESULTS/${run#$OUT/}/eval_$attack.json" ] && continue
-    echo "$attack ${run#$OUT/}"
-    args=()
-    [ $attack = autoattack ] && args=(${aa_args[@]+"${aa_args[@]}"})
-    "$PY" -m batlit.evaluate ckpt="$run/checkpoints/last.ckpt" attack=$attack n_samples="$AA_SAMPLES" \
-        ${args[@]+"${args[@]}"} progress_bar=false >"$run/$attack.log" 2>&1 || { tail -n 5 "$run/$attack.log"; exit 1; }
-    keep_run "${run#$OUT/}"
-  done
-done
-
-# From here on, everything reads the kept results: this session's runs and earlier sessions'
-OUT=$RESULTS
-# FRL from PGD-AT: tau chosen on the validation split, as in round 1
-frl_dir=""
-if has_runs frl_tau0.05 frl_tau0.07; then frl_dir=$(choose_frl frl_tau0.05 frl_tau0.07); fi
-
-# The reports: every method against PGD-AT, and the TRADES-based table against TRADES(6)
-dirs=() trades=()
-# FRL from TRADES(6) only in the TRADES-based table: its runs differ from FRL-from-PGD-AT in
-# method.init_ckpt alone, which batlit.report ignores (a per-seed path), so one table would pool them
-for method in standard pgd_at trades1 trades6 fat gairat bat cfa wat dafa faal_at faal_trades; do
-  has_runs $method && dirs+=("$OUT/$method")
-done
-[ -n "$frl_dir" ] && dirs+=("$frl_dir")
-for method in trades6 frl_trades cfa bat wat dafa faal_trades; do
-  has_runs $method && trades+=("$OUT/$method")
-done
-if [ -d "$OUT/pgd_at" ] && [ ${#dirs[@]} -gt 0 ]; then
-  "$PY" -m batlit.report "${dirs[@]}" --baseline "$OUT/pgd_at" --out "$OUT/report" --no-figures
-fi
-if [ -d "$OUT/trades6" ] && [ ${#trades[@]} -gt 1 ]; then
-  "$PY" -m batlit.report "${trades[@]}" --baseline "$OUT/trades6" --out "$OUT/report_trades" --no-figures
-fi
-"$PY" scripts/round2_tables.py "$OUT" >"$OUT/tables.md"
-commit_results "reports and tables"
-echo "study round 2 ($SCALE) in $OUT"
+evaluate_finished
+reports
+echo "study round 2 ($SCALE) in $RESULTS"
