@@ -117,7 +117,7 @@ reports() (
 
 for seed in $SEEDS; do
   for method in $METHODS; do
-    if [[ " $ROUND1_METHODS " == *" $method "* ]]; then train_round1 "$method" "$seed"; continue; fi
+    if [[ " $ROUND1_METHODS " == *" $method "* ]]; then train_round1 "$method" "$seed"; evaluate_finished; continue; fi
     case $method in
       cfa)      train cfa/seed$seed method=cfa method.begin=$CFA_BEGIN seed=$seed ;;
       wat)      train wat/seed$seed method=wat seed=$seed ;;

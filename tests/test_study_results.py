@@ -138,7 +138,9 @@ def test_round2_dry_run_resumes_on_a_new_machine_from_the_kept_results(tmp_path,
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout
 
-    study("first", "pgd_at trades6 faal_at")
+    first = study("first", "pgd_at trades6 faal_at").splitlines()
+    # each model is evaluated and kept as soon as it is trained, before the next one trains
+    assert first.index("autoattack pgd_at/seed0") < first.index("training trades6/seed0")
     for run in ("pgd_at/seed0", "trades6/seed0", "faal_at/seed0"):
         assert sorted(p.name for p in (results / run).iterdir()) == [
             "config.yaml", "eval_autoattack.json", "eval_pgd20.json", "metrics.json"], run
