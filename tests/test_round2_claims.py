@@ -1,0 +1,85 @@
+"""scripts/round2_claims.py: each paper's claim, paired by seed, with its noise, on hand-made study folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import round2_claims as claims  # noqa: E402
+
+
+def _seed(study, name, seed, rob_avg, rob_worst, n=1000):
+    run = study / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    per_class = [rob_avg] * 10
+    per_class[3] = rob_worst
+    (run / "eval_autoattack.json").write_text(json.dumps(
+        {"rob_avg": rob_avg, "rob_worst": rob_worst, "rob_per_class": per_class,
+         "count_per_class": [n // 10] * 10, "n_samples": n}))
+
+
+@pytest.fixture
+def study(tmp_path):
+    s = tmp_path / "small"
+    s.mkdir()
+    (s / "protocol.txt").write_text("experiment=study_cifar10_cpu\n")
+    for seed, worst in ((0, 0.9), (1, 0.92)):
+        _seed(s, "trades6", seed, 0.8, worst)
+    _seed(s, "wat", 0, 0.81, 0.7)    # worst-class accuracy +20 points, average -1: holds
+    _seed(s, "wat", 1, 0.81, 0.72)
+    _seed(s, "dafa", 0, 0.8, 0.99)   # worst class -9 and -7: reversed
+    _seed(s, "dafa", 1, 0.8, 0.99)
+    _seed(s, "bat", 0, 0.83, 0.7)    # BAT also claims the average: -3 points, beyond 2 binomial SE (2.6)
+    _seed(s, "bat", 1, 0.83, 0.72)
+    _seed(s, "cfa", 0, 0.8, 0.88)    # +2 points on one seed: inside the binomial noise
+    _seed(s, "cfa", 2, 0.8, 0.5)     # seed 2 has no TRADES(6) partner: not paired
+    return s
+
+
+def test_paired_differences_and_their_noise_by_hand(study):
+    worst = claims.difference(claims.records(study, "wat"), claims.records(study, "trades6"), "rob_worst")
+    assert worst.mean == pytest.approx(20) and worst.sd == pytest.approx(0, abs=1e-9) and worst.seeds == 2
+    # per seed p(1-p)/100 for method and baseline: 0.3·0.7 + 0.1·0.9, then 0.28·0.72 + 0.08·0.92
+    var = (0.3 * 0.7 + 0.1 * 0.9 + 0.28 * 0.72 + 0.08 * 0.92) / 100
+    assert worst.binomial_se == pytest.approx(100 * math.sqrt(var) / 2)
+    average = claims.difference(claims.records(study, "wat"), claims.records(study, "trades6"), "rob_avg")
+    assert average.mean == pytest.approx(-1) and average.binomial_se == pytest.approx(
+        100 * math.sqrt(2 * (0.19 * 0.81 + 0.2 * 0.8) / 1000) / 2)
+    one = claims.difference(claims.records(study, "cfa"), claims.records(study, "trades6"), "rob_worst")
+    assert one.seeds == 1 and one.sd is None and one.mean == pytest.approx(2)
+
+
+def test_verdicts(study):
+    found = {(c.method, c.baseline): v for c, _, _, v in claims.evaluate(study)}
+    assert found == {("wat", "trades6"): "holds", ("dafa", "trades6"): "reversed",
+                     ("bat", "trades6"): "worst class only (average falls)",
+                     ("cfa", "trades6"): "within noise (one seed)"}  # no PGD-AT: its claims are left out
+
+
+def test_the_cli_compares_the_scales(study, tmp_path):
+    large = tmp_path / "large"
+    large.mkdir()
+    (large / "protocol.txt").write_text("experiment=study_cifar10_cpu_large\n")
+    for seed in (0, 1):
+        _seed(large, "trades6", seed, 0.7, 0.9)
+        _seed(large, "wat", seed, 0.7, 0.88)  # +2 points: the +20 of the small scale shrinks beyond 2 SE
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_claims.py"), str(study), "--larger", str(large)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    wat = next(line for line in proc.stdout.splitlines() if line.startswith("| wat vs trades6"))
+    # larger scale: SE sqrt(2·(0.12·0.88 + 0.1·0.9)/100)/2 = 3.1 for the worst class, sqrt(4·0.21/1000)/2 = 1.4
+    # for the average; the change, -18 points, is beyond 2·hypot(3.1, 3.8) = 9.8
+    assert wat.endswith("| 2 | +20.0 (sd 0.0, binomial SE 3.8) | -1.0 (sd 0.0, binomial SE 1.3) | holds | 2 | "
+                        "+2.0 (sd 0.0, binomial SE 3.1) | +0.0 (sd 0.0, binomial SE 1.4) | within noise | "
+                        "-18.0 points: shrinks |"), wat
+    dafa = next(line for line in proc.stdout.splitlines() if line.startswith("| dafa vs trades6"))
+    assert dafa.endswith("| reversed | - | - | - | - | - |"), dafa  # no DAFA run at the larger scale yet
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_claims.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a study folder (no protocol.txt)" in bad.stderr
