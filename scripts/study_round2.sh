@@ -111,8 +111,9 @@ reports() (
     "$PY" -m batlit.report "${trades[@]}" --baseline "$OUT/trades6" --out "$OUT/report_trades" --no-figures >/dev/null
   fi
   "$PY" scripts/round2_tables.py "$OUT" >"$OUT/tables.md"
+  "$PY" scripts/round2_claims.py "$OUT" >"$OUT/claims.md"
   commit_results "reports and tables"
-  echo "reports  $OUT/report, $OUT/report_trades, $OUT/tables.md"
+  echo "reports  $OUT/report, $OUT/report_trades, $OUT/tables.md, $OUT/claims.md"
 )
 
 for seed in $SEEDS; do

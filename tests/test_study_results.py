@@ -150,3 +150,5 @@ def test_round2_dry_run_resumes_on_a_new_machine_from_the_kept_results(tmp_path,
     assert not (tmp_path / "second" / "pgd_at").exists()  # nothing kept is trained again
     tables = (results / "tables.md").read_text()
     assert "| +FRL | 1 |" in tables and "| FAAL (from PGD-AT) | 1 |" in tables
+    claims = (results / "claims.md").read_text().splitlines()  # FAAL and FRL against their bases, one seed
+    assert claims[0].startswith("| Claim | Seeds |") and any(line.startswith("| faal_at vs pgd_at") for line in claims)
