@@ -11,14 +11,16 @@ initialisation) and given in accuracy points, with two measures of noise:
 - ``sd``: the standard deviation over seeds of the paired differences (two or more seeds);
 - ``binomial SE``: the binomial standard error of the mean difference from the test images alone,
   sqrt(p(1-p)/n) per accuracy with n the images behind it (a class's count for the worst class,
-  all images for the average), the two runs taken as independent (conservative: they share the
+  all images for the average; p with Agresti and Coull's two successes and two failures added, so
+  that 0% still has noise), the two runs taken as independent (conservative: they share the
   images), divided by sqrt(seeds). For the worst class it treats the worst class as fixed, an
   approximation when the worst class changes from run to run.
 
 The verdict uses SE, the larger of sd/sqrt(seeds) and the binomial SE: ``holds`` when the
 worst-class gain is above 2 SE and the average does not fall below -2 SE (BAT: the average must
 rise above 2 SE too); ``reversed`` when the worst class falls below -2 SE; ``within noise`` when
-neither; and a worst-class gain whose average part fails says which part. One seed gives no sd,
+neither (with the average's move where it is beyond 2 SE); and a worst-class gain whose average part
+fails says which part. One seed gives no sd,
 and the verdict says so. Between scales, the worst-class effect ``grows`` or ``shrinks`` when the
 change is beyond 2 SE of the two differences combined.
 
@@ -79,7 +81,10 @@ def _worst_count(record: dict) -> int:
 
 
 def _binomial_var(accuracy: float, n: int) -> float:
-    return accuracy * (1 - accuracy) / n
+    """Agresti–Coull: p̃(1 − p̃)/(n + 4) with p̃ = (k + 2)/(n + 4), so that an accuracy of 0 or 1 (a
+    worst class with no robust image left) still carries the noise of n images, not none."""
+    p = (accuracy * n + 2) / (n + 4)
+    return p * (1 - p) / (n + 4)
 
 
 @dataclass
@@ -126,7 +131,7 @@ def verdict(claim: Claim, worst: Difference, average: Difference) -> str:
     if w == "down":
         text = "reversed"
     elif w == "noise":
-        text = "within noise"
+        text = "within noise" + {"up": "; average up", "down": "; average falls", "noise": ""}[a]
     elif claim.average_up:
         text = "holds" if a == "up" else f"worst class only (average {'falls' if a == 'down' else 'within noise'})"
     else:

@@ -42,15 +42,23 @@ def study(tmp_path):
     return s
 
 
+def _var(correct, n):
+    """Agresti–Coull: two successes and two failures added."""
+    p = (correct + 2) / (n + 4)
+    return p * (1 - p) / (n + 4)
+
+
 def test_paired_differences_and_their_noise_by_hand(study):
     worst = claims.difference(claims.records(study, "wat"), claims.records(study, "trades6"), "rob_worst")
     assert worst.mean == pytest.approx(20) and worst.sd == pytest.approx(0, abs=1e-9) and worst.seeds == 2
-    # per seed p(1-p)/100 for method and baseline: 0.3·0.7 + 0.1·0.9, then 0.28·0.72 + 0.08·0.92
-    var = (0.3 * 0.7 + 0.1 * 0.9 + 0.28 * 0.72 + 0.08 * 0.92) / 100
+    # the worst class's 100 images: 30 and 10 robust on seed 0, 28 and 8 on seed 1
+    var = _var(30, 100) + _var(10, 100) + _var(28, 100) + _var(8, 100)
     assert worst.binomial_se == pytest.approx(100 * math.sqrt(var) / 2)
     average = claims.difference(claims.records(study, "wat"), claims.records(study, "trades6"), "rob_avg")
     assert average.mean == pytest.approx(-1) and average.binomial_se == pytest.approx(
-        100 * math.sqrt(2 * (0.19 * 0.81 + 0.2 * 0.8) / 1000) / 2)
+        100 * math.sqrt(2 * (_var(190, 1000) + _var(200, 1000))) / 2)
+    nothing_left = claims.difference(claims.records(study, "dafa"), claims.records(study, "dafa"), "rob_worst")
+    assert nothing_left.binomial_se == pytest.approx(100 * math.sqrt(4 * _var(1, 100)) / 2)  # 1% still has noise
     one = claims.difference(claims.records(study, "cfa"), claims.records(study, "trades6"), "rob_worst")
     assert one.seeds == 1 and one.sd is None and one.mean == pytest.approx(2)
 
@@ -73,10 +81,10 @@ def test_the_cli_compares_the_scales(study, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     wat = next(line for line in proc.stdout.splitlines() if line.startswith("| wat vs trades6"))
-    # larger scale: SE sqrt(2·(0.12·0.88 + 0.1·0.9)/100)/2 = 3.1 for the worst class, sqrt(4·0.21/1000)/2 = 1.4
-    # for the average; the change, -18 points, is beyond 2·hypot(3.1, 3.8) = 9.8
+    # larger scale: SE 3.2 for the worst class (12 and 10 of 100 images robust, two seeds), 1.4 for the
+    # average; the change, -18 points, is beyond 2·hypot(3.2, 3.8) = 9.9
     assert wat.endswith("| 2 | +20.0 (sd 0.0, binomial SE 3.8) | -1.0 (sd 0.0, binomial SE 1.3) | holds | 2 | "
-                        "+2.0 (sd 0.0, binomial SE 3.1) | +0.0 (sd 0.0, binomial SE 1.4) | within noise | "
+                        "+2.0 (sd 0.0, binomial SE 3.2) | +0.0 (sd 0.0, binomial SE 1.4) | within noise | "
                         "-18.0 points: shrinks |"), wat
     dafa = next(line for line in proc.stdout.splitlines() if line.startswith("| dafa vs trades6"))
     assert dafa.endswith("| reversed | - | - | - | - | - |"), dafa  # no DAFA run at the larger scale yet
