@@ -3,7 +3,7 @@
 A study's run folders (checkpoints, logs) live under outputs/, which no session keeps. This copies
 what the reports read, and nothing else, into a tracked folder:
 
-    metrics.json  config.yaml  eval_*.json
+    metrics.json  config.yaml  csv/metrics.csv  eval_*.json
 
 Absolute paths of this machine inside them (the repository root, the study folder) are rewritten as
 paths relative to the repository, so the kept files name no machine. A run already kept is not
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KEPT = ("metrics.json", "config.yaml")
+KEPT = ("metrics.json", "config.yaml", "csv/metrics.csv")  # the CSV: per-epoch times for the cost table
 COMPARED = ("std_per_class", "rob_per_class", "bndy_per_class")
 
 
@@ -46,13 +46,15 @@ def keep(src: Path, dst: Path) -> str:
         new = json.loads((src / "metrics.json").read_text())
         same = all(kept.get(k) == new.get(k) for k in COMPARED)
         verdict = "reproduced" if same else "DIFFERS from"
-        # the new model's evaluations join the kept ones only when it is the kept model
-        names = [p.name for p in sorted(src.glob("eval_*.json")) if same and not (dst / p.name).is_file()]
+        # the new model's files join the kept ones only when it is the kept model, and never replace one
+        names = [n for n in [*KEPT, *(p.name for p in sorted(src.glob("eval_*.json")))]
+                 if same and (src / n).is_file() and not (dst / n).is_file()]
     else:
         verdict = "kept"
         names = [n for n in KEPT if (src / n).is_file()] + [p.name for p in sorted(src.glob("eval_*.json"))]
     dst.mkdir(parents=True, exist_ok=True)
     for name in names:
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
         (dst / name).write_text(relative_text((src / name).read_text(), roots))
     shown = dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst
     if verdict == "kept" or not names:

@@ -25,6 +25,8 @@ def _run_dir(out: Path, name: str, rob: list[float]) -> Path:
                                                   "bndy_per_class": [r - 0.5 for r in rob]}))
     (run / "config.yaml").write_text(f"data:\n  root: {ROOT}/data/cifar10\ntrainer:\n  default_root_dir: {run}\n")
     (run / "eval_pgd20.json").write_text(json.dumps({"ckpt": f"{run}/checkpoints/last.ckpt", "rob_avg": 0.7}))
+    (run / "csv").mkdir()
+    (run / "csv" / "metrics.csv").write_text("epoch,perf/epoch_seconds\n0,12.5\n")
     (run / "train.log").write_text("not kept")
     return run
 
@@ -40,8 +42,9 @@ def test_keep_copies_what_reports_read_with_no_absolute_path(tmp_path):
     run = _run_dir(out, "pgd_at/seed0", [0.75, 0.875])
     kept = tmp_path / "kept" / "pgd_at" / "seed0"
     assert _keep(run, kept) == f"kept {kept}"
-    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "eval_pgd20.json", "metrics.json"]
-    for path in kept.iterdir():
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "csv", "eval_pgd20.json", "metrics.json"]
+    assert (kept / "csv" / "metrics.csv").read_text() == "epoch,perf/epoch_seconds\n0,12.5\n"  # the cost table's
+    for path in kept.glob("*.*"):
         text = path.read_text()
         assert str(tmp_path) not in text and str(ROOT) not in text, (path.name, text)
     assert json.loads((kept / "eval_pgd20.json").read_text())["ckpt"] == "study/pgd_at/seed0/checkpoints/last.ckpt"
@@ -54,9 +57,10 @@ def test_a_retrained_base_is_compared_with_the_kept_one_never_overwriting_it(tmp
     _keep(_run_dir(tmp_path / "a", "trades6/seed0", [0.75, 0.875]), kept)
     first = (kept / "metrics.json").read_text()
 
+    (kept / "csv" / "metrics.csv").unlink()  # kept before the CSV was: a reproduced run fills the gap
     same = _run_dir(tmp_path / "b", "trades6/seed0", [0.75, 0.875])
     (same / "eval_autoattack.json").write_text(json.dumps({"ckpt": "x", "rob_avg": 0.8}))
-    assert _keep(same, kept) == f"kept {kept} (+eval_autoattack.json)"  # the same model: its new evaluation joins
+    assert _keep(same, kept) == f"kept {kept} (+csv/metrics.csv, eval_autoattack.json)"  # the same model's files join
     assert _keep(same, kept) == f"reproduced {kept}"
 
     other = _run_dir(tmp_path / "c", "trades6/seed0", [0.75, 0.75])
@@ -143,7 +147,7 @@ def test_round2_dry_run_resumes_on_a_new_machine_from_the_kept_results(tmp_path,
     assert first.index("autoattack pgd_at/seed0") < first.index("training trades6/seed0")
     for run in ("pgd_at/seed0", "trades6/seed0", "faal_at/seed0"):
         assert sorted(p.name for p in (results / run).iterdir()) == [
-            "config.yaml", "eval_autoattack.json", "eval_pgd20.json", "metrics.json"], run
+            "config.yaml", "csv", "eval_autoattack.json", "eval_pgd20.json", "metrics.json"], run
     second = study("second", "pgd_at trades6 faal_at frl_trades").splitlines()
     assert {"kept     pgd_at/seed0", "kept     trades6/seed0", "kept     faal_at/seed0"} <= set(second)
     assert f"reproduced {results / 'trades6' / 'seed0'}" in second
