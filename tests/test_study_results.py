@@ -156,3 +156,23 @@ def test_round2_dry_run_resumes_on_a_new_machine_from_the_kept_results(tmp_path,
     assert "| +FRL | 1 |" in tables and "| FAAL (from PGD-AT) | 1 |" in tables
     claims = (results / "claims.md").read_text().splitlines()  # FAAL and FRL against their bases, one seed
     assert claims[0].startswith("| Claim | Seeds |") and any(line.startswith("| faal_at vs pgd_at") for line in claims)
+
+
+def test_report_csv_names_runs_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """batlit.report's report.csv: a study kept in the repository names no absolute path."""
+    import csv
+
+    from batlit.report import report
+
+    for seed in (0, 1):
+        run = tmp_path / "kept" / "pgd_at" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({
+            "method": "pgd_at", "seed": seed, "std_avg": 0.5, "std_worst": 0.75, "bndy_avg": 0.25,
+            "bndy_worst": 0.5, "rob_avg": 0.75, "rob_worst": 1.0, "std_per_class": [0.25, 0.75],
+            "bndy_per_class": [0.5, 0.0], "rob_per_class": [0.75, 0.75], "class_names": ["a", "b"],
+            "count_per_class": [2, 2]}))
+    monkeypatch.chdir(tmp_path)
+    report([Path("kept/pgd_at")], None, tmp_path / "out", figures=False)
+    rows = list(csv.DictReader((tmp_path / "out" / "report.csv").open()))
+    assert rows[0]["runs"] == "kept/pgd_at/seed0;kept/pgd_at/seed1"

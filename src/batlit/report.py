@@ -124,6 +124,15 @@ def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
     return runs
 
 
+def _shown(path: Path) -> str:
+    """A run's folder as report.csv names it: relative to the working directory where it lies below
+    it, so a report kept in a repository names no machine's absolute path."""
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _ignored(key: str) -> bool:
     return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES) or key.rsplit(".", 1)[-1] == "seed"
 
@@ -195,7 +204,7 @@ def table_rows(groups: Sequence[Group], baseline: Group | None) -> tuple[list[st
     for g in groups:
         row = [g.label, str(len(g.runs)), *(cell(g, key) for key, _ in COLUMNS)]
         record: dict[str, Any] = {"method": g.label, "seeds": len(g.runs),
-                                  "runs": ";".join(str(r.path) for r in g.runs)}
+                                  "runs": ";".join(_shown(r.path) for r in g.runs)}
         for key, _ in COLUMNS:
             record[f"{key}_mean"], record[f"{key}_sd"] = g.mean(key), g.sd(key)
         for a in attacks:
