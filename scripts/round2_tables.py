@@ -6,13 +6,21 @@ run's ``eval_autoattack.json``), mean ± standard deviation over the seeds found
 baseline's means (DAFA's ρ: relative worst-class gain minus relative average loss) on the
 AutoAttack accuracies.
 
-    python scripts/round2_tables.py outputs/study_round2_small            # both tables
-    python scripts/round2_tables.py outputs/study_round2_large --trades-only
+Then the cost, from the runs' own records: per method, the mean wall time of a training run with
+its validation and test (metrics.json ``wall_seconds``, summed over resumed sessions), its fastest
+epoch (csv/metrics.csv ``perf/epoch_seconds``), and each evaluation's seconds (eval JSONs); and the
+wall time of every kept run and evaluation of the folder. Given several folders (the two scales),
+it ends with the whole study's wall time.
+
+    python scripts/round2_tables.py docs/results/round2/small              # accuracy and cost tables
+    python scripts/round2_tables.py docs/results/round2/large --trades-only
+    python scripts/round2_tables.py docs/results/round2/small docs/results/round2/large   # and the whole study
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import statistics
@@ -76,18 +84,73 @@ def table(study: Path, rows: list[tuple[str, str]], baseline: str, baseline_labe
     return "\n".join(lines) + "\n" + note
 
 
+def cost_rows(study: Path) -> list[tuple[str, Path]]:
+    """(label, folder) of every method folder of the study, in the tables' order; FRL from PGD-AT
+    once per τ (each τ was trained and evaluated)."""
+    rows = []
+    for name, label in ALL:
+        if name == "frl":
+            rows += [(f"FRL (from PGD-AT, τ {d.name.removeprefix('frl_tau')})", d)
+                     for d in sorted(study.glob("frl_tau*")) if d.is_dir()]
+        elif (study / name).is_dir():
+            rows.append((label, study / name))
+    return rows
+
+
+def fastest_epoch(run: Path) -> float:
+    path = run / "csv" / "metrics.csv"
+    if not path.is_file():
+        return math.nan
+    with path.open(newline="") as f:
+        times = [float(r["perf/epoch_seconds"]) for r in csv.DictReader(f) if r.get("perf/epoch_seconds")]
+    return min(times, default=math.nan)
+
+
+def cost(study: Path) -> tuple[str, float, int]:
+    """(markdown table, total seconds, runs) of the study folder's kept runs and evaluations."""
+    lines = ["| Method | Runs | Training run (min) | Fastest epoch (s) | PGD-20 (s) | AutoAttack (s) | All runs (h) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    total, n_runs = 0.0, 0
+    fmt = lambda values, scale, spec: format(statistics.fmean(values) / scale, spec) if values else "-"  # noqa: E731
+    for label, folder in cost_rows(study):
+        runs = [p.parent for p in sorted(folder.glob("seed*/metrics.json"))]
+        if not runs:
+            continue
+        walls = [sum(w.values()) for r in runs if (w := json.loads((r / "metrics.json").read_text()).get("wall_seconds"))]
+        evals = {name: [float(json.loads(p.read_text()).get("seconds", 0.0)) for r in runs
+                        if (p := r / f"eval_{name}.json").is_file()] for name in ("pgd20", "autoattack")}
+        spent = sum(walls) + sum(sum(v) for v in evals.values())
+        epochs = [t for r in runs if not math.isnan(t := fastest_epoch(r))]
+        untimed = "" if len(walls) == len(runs) else f" ({len(walls)} timed)"
+        lines.append(f"| {label} | {len(runs)} | {fmt(walls, 60, '.1f')}{untimed} | {fmt(epochs, 1, '.1f')} | "
+                     f"{fmt(evals['pgd20'], 1, '.0f')} | {fmt(evals['autoattack'], 1, '.0f')} | {spent / 3600:.2f} |")
+        total += spent
+        n_runs += len(runs)
+    note = (f"\nMean per run; wall times on the machine that ran each (docs/results_round2.md says which). "
+            f"Every kept run and evaluation of {study}: {total / 3600:.2f} h over {n_runs} runs.")
+    return "\n".join(lines) + "\n" + note, total, n_runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", type=Path, help="a scripts/study_round2.sh output folder")
+    parser.add_argument("study", type=Path, nargs="+", help="scripts/study_round2.sh output or kept-results folders")
     parser.add_argument("--trades-only", action="store_true", help="only the TRADES-based table")
     args = parser.parse_args(argv)
-    if not (args.study / "protocol.txt").is_file():
-        parser.error(f"{args.study}: not a study folder (no protocol.txt)")
-    print(f"TRADES-based methods, ρ against TRADES(6) ({args.study}):\n")
-    print(table(args.study, TRADES_BASED, "trades6", "TRADES(6)"))
-    if not args.trades_only:
-        print(f"\nEvery method, ρ against PGD-AT ({args.study}):\n")
-        print(table(args.study, ALL, "pgd_at", "PGD-AT"))
+    for study in args.study:
+        if not (study / "protocol.txt").is_file():
+            parser.error(f"{study}: not a study folder (no protocol.txt)")
+    whole, whole_runs = 0.0, 0
+    for i, study in enumerate(args.study):
+        print(("\n" if i else "") + f"TRADES-based methods, ρ against TRADES(6) ({study}):\n")
+        print(table(study, TRADES_BASED, "trades6", "TRADES(6)"))
+        if not args.trades_only:
+            print(f"\nEvery method, ρ against PGD-AT ({study}):\n")
+            print(table(study, ALL, "pgd_at", "PGD-AT"))
+        text, seconds, runs = cost(study)
+        print(f"\nCost ({study}):\n\n{text}")
+        whole, whole_runs = whole + seconds, whole_runs + runs
+    if len(args.study) > 1:
+        print(f"\nThe whole study: {whole / 3600:.2f} h of wall time over {whole_runs} runs and their evaluations.")
     return 0
 
 

@@ -47,3 +47,38 @@ def test_a_folder_that_is_no_study_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "not a study folder (no protocol.txt)" in proc.stderr
+
+
+def _timed_run(study, name, seed, walls, epoch_seconds, pgd20, autoattack):
+    run = study / name / f"seed{seed}"
+    (run / "csv").mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"wall_seconds": walls}))
+    (run / "csv" / "metrics.csv").write_text(
+        "epoch,perf/epoch_seconds,step\n0,,9\n" + "".join(f"{i},{t},{i}\n" for i, t in enumerate(epoch_seconds)))
+    (run / "eval_pgd20.json").write_text(json.dumps({"seconds": pgd20}))
+    (run / "eval_autoattack.json").write_text(json.dumps(
+        {"seconds": autoattack, "std_avg": 0.5, "std_worst": 0.8, "rob_avg": 0.8, "rob_worst": 0.95, "n_samples": 1000}))
+
+
+def test_cost_tables_sum_each_scale_and_the_whole_study_from_the_runs_records(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    for study in (small, large):
+        study.mkdir()
+        (study / "protocol.txt").write_text("experiment=study_cifar10_cpu\n")
+    # a resumed run: its wall time is the sum of its sessions
+    _timed_run(small, "pgd_at", 0, {"fit_0": 100.0, "fit_1": 140.0}, [9.0, 8.5, 10.0], 2.0, 120.0)
+    _timed_run(small, "pgd_at", 1, {"fit_0": 360.0}, [8.0], 4.0, 240.0)
+    _timed_run(small, "frl_tau0.05", 0, {"fit_0": 60.0}, [22.0], 3.0, 117.0)
+    _timed_run(large, "trades6", 0, {"fit_0": 1800.0}, [60.0], 10.0, 390.0)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(small), str(large)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    # PGD-AT: training 240 s and 360 s: 5.0 min on average; fastest epoch 8.5 then 8.0: 8.2 (mean of
+    # each run's fastest); all of it: 240 + 360 + 2 + 4 + 120 + 240 = 966 s = 0.27 h
+    assert "| PGD-AT | 2 | 5.0 | 8.2 | 3 | 180 | 0.27 |" in lines
+    assert "| FRL (from PGD-AT, τ 0.05) | 1 | 1.0 | 22.0 | 3 | 117 | 0.05 |" in lines
+    assert "| TRADES(6) | 1 | 30.0 | 60.0 | 10 | 390 | 0.61 |" in lines
+    assert f"Every kept run and evaluation of {small}: 0.32 h over 3 runs." in proc.stdout
+    # small: 966 + 60 + 3 + 117 = 1146 s; the whole study 1146 + 2200 = 3346 s
+    assert "The whole study: 0.93 h of wall time over 4 runs and their evaluations." in lines
