@@ -26,6 +26,10 @@ change is beyond 2 SE of the two differences combined.
 
     python scripts/round2_claims.py docs/results/round2/small
     python scripts/round2_claims.py docs/results/round2/small --larger docs/results/round2/large
+
+With --larger it first says what the larger scale bought: each method's average clean and robust
+error at both scales (PGD-20 on the test split, metrics.json; AutoAttack, eval_autoattack.json),
+mean ± sd over seeds, and the change.
 """
 
 from __future__ import annotations
@@ -176,6 +180,52 @@ def table(study: Path, larger: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+SCALE_ROWS = [("pgd_at", "PGD-AT"), ("trades6", "TRADES(6)"), ("bat", "BAT"), ("cfa", "CFA"), ("wat", "WAT"),
+              ("dafa", "DAFA"), ("faal_trades", "FAAL (from TRADES(6))"), ("frl_trades", "FRL (from TRADES(6))")]
+
+
+def _errors(study: Path, name: str) -> dict[str, list[float]]:
+    """Average errors in % over the seeds of study/name: clean and PGD-20 on the test split
+    (metrics.json), clean and AutoAttack on the AutoAttack images (eval_autoattack.json)."""
+    out: dict[str, list[float]] = {"std": [], "rob": [], "aa_std": [], "aa_rob": []}
+    for run in sorted((study / name).glob("seed*/")):
+        for file, prefix in (("metrics.json", ""), ("eval_autoattack.json", "aa_")):
+            record = json.loads((run / file).read_text()) if (run / file).is_file() else {}
+            for key in ("std", "rob"):
+                if f"{key}_avg" in record:
+                    out[prefix + key].append(100 * record[f"{key}_avg"])
+    return out
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.fmean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def scale_table(study: Path, larger: Path) -> str:
+    """What the larger scale bought: each method's average errors at both scales, and the change."""
+    header = ["Method", "Seeds (small, larger)", "Clean error", "PGD-20 robust error", "AA clean error",
+              "AA robust error"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, label in SCALE_ROWS:
+        small, big = _errors(study, name), _errors(larger, name)
+        if not small["std"] or not big["std"]:
+            continue
+        cells = []
+        for key in ("std", "rob", "aa_std", "aa_rob"):
+            cell = f"{_mean_sd(small[key])} → {_mean_sd(big[key])}"
+            if small[key] and big[key]:
+                cell += f" ({statistics.fmean(big[key]) - statistics.fmean(small[key]):+.1f})"
+            cells.append(cell)
+        lines.append(f"| {label} | {len(small['std'])}, {len(big['std'])} | " + " | ".join(cells) + " |")
+    if len(lines) == 2:
+        return "(no method has a finished run at both scales yet)"
+    return "\n".join(lines) + ("\n\nAverage errors in %, small scale → larger scale, mean ± sd over seeds (the change "
+                               "in brackets): clean and PGD-20 on the 2,000 test images, clean and AutoAttack on the "
+                               "1,000 AutoAttack images.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", type=Path, help="a study_round2.sh results folder (the small scale)")
@@ -184,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (args.study, args.larger):
         if folder is not None and not (folder / "protocol.txt").is_file():
             parser.error(f"{folder}: not a study folder (no protocol.txt)")
+    if args.larger:
+        print(f"What the larger scale bought ({args.study} → {args.larger}):\n\n{scale_table(args.study, args.larger)}\n")
+        print("The claims at both scales:\n")
     print(table(args.study, args.larger))
     return 0
 

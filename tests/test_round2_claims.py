@@ -91,3 +91,24 @@ def test_the_cli_compares_the_scales(study, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_claims.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a study folder (no protocol.txt)" in bad.stderr
+
+
+def test_what_the_larger_scale_bought(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    for folder, runs in ((small, {0: (0.64, 0.76, 0.63, 0.81), 1: (0.62, 0.74, 0.63, 0.81)}),
+                         (large, {0: (0.53, 0.71, 0.52, 0.76)})):
+        (folder / "pgd_at").mkdir(parents=True)
+        (folder / "protocol.txt").write_text("experiment=x\n")
+        for seed, (std, rob, aa_std, aa_rob) in runs.items():
+            run = folder / "pgd_at" / f"seed{seed}"
+            run.mkdir()
+            (run / "metrics.json").write_text(json.dumps({"std_avg": std, "rob_avg": rob}))
+            (run / "eval_autoattack.json").write_text(json.dumps({"std_avg": aa_std, "rob_avg": aa_rob}))
+    (small / "wat" / "seed0").mkdir(parents=True)  # a method trained at one scale only has no row
+    (small / "wat" / "seed0" / "metrics.json").write_text(json.dumps({"std_avg": 0.6, "rob_avg": 0.8}))
+    text = claims.scale_table(small, large)
+    # clean: 64 and 62 (63.0 ± 1.4) → 53: -10.0; PGD-20: 75.0 ± 1.4 → 71: -4.0; AA: 63 → 52, 81 → 76
+    assert "| PGD-AT | 2, 1 | 63.0 ± 1.4 → 53.0 (-10.0) | 75.0 ± 1.4 → 71.0 (-4.0) | 63.0 ± 0.0 → 52.0 (-11.0) | " \
+           "81.0 ± 0.0 → 76.0 (-5.0) |" in text.splitlines()
+    assert "WAT" not in text
+    assert claims.scale_table(large, tmp_path / "nothing") == "(no method has a finished run at both scales yet)"
