@@ -16,6 +16,12 @@ def _seed(study, name, seed, std_avg, std_worst, rob_avg, rob_worst, n=1000):
         {"std_avg": std_avg, "std_worst": std_worst, "rob_avg": rob_avg, "rob_worst": rob_worst, "n_samples": n}))
 
 
+def _tables(*args):
+    """round2_tables.py's output (stdout, stderr, return code)."""
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path):
     study = tmp_path / "study"
     study.mkdir()
@@ -25,8 +31,7 @@ def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path
     _seed(study, "wat", 1, 0.62, 0.75, 0.84, 0.87)    # 38 / 25 / 16 / 13
     _seed(study, "frl_tau0.07", 0, 0.5, 0.6, 0.9, 1.0)
     (study / "frl_choice.json").write_text(json.dumps({"chosen": "frl_tau0.07"}))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(study)],
-                          capture_output=True, text=True, timeout=60)
+    proc = _tables(study)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "| TRADES(6) | 1 | 40.0 | 20.0 | 20.0 | 10.0 | +0.000 |" in lines
@@ -38,14 +43,12 @@ def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "protocol.txt").write_text("experiment=study_cifar10_cpu_large\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(empty), "--trades-only"],
-                          capture_output=True, text=True, timeout=60)
+    proc = _tables(empty, "--trades-only")
     assert proc.returncode == 0 and "(no run of these methods has its AutoAttack evaluation yet)" in proc.stdout
 
 
 def test_a_folder_that_is_no_study_is_refused(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = _tables(tmp_path)
     assert proc.returncode == 2 and "not a study folder (no protocol.txt)" in proc.stderr
 
 
@@ -70,8 +73,7 @@ def test_cost_tables_sum_each_scale_and_the_whole_study_from_the_runs_records(tm
     _timed_run(small, "pgd_at", 1, {"fit_0": 360.0}, [8.0], 4.0, 240.0)
     _timed_run(small, "frl_tau0.05", 0, {"fit_0": 60.0}, [22.0], 3.0, 117.0)
     _timed_run(large, "trades6", 0, {"fit_0": 1800.0}, [60.0], 10.0, 390.0)
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_tables.py"), str(small), str(large)],
-                          capture_output=True, text=True, timeout=60)
+    proc = _tables(small, large)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     # PGD-AT: training 240 s and 360 s: 5.0 min on average; fastest epoch 8.5 then 8.0: 8.2 (mean of
