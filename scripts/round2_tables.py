@@ -127,7 +127,7 @@ def cost(study: Path) -> tuple[str, float, int]:
         total += spent
         n_runs += len(runs)
     note = (f"\nMean per run; wall times on the machine that ran each (docs/results_round2.md says which). "
-            f"Every kept run and evaluation of {study}: {total / 3600:.2f} h over {n_runs} runs.")
+            f"Every kept run and evaluation of {study}: {total / 3600:.2f} h over {n_runs} run{'s' * (n_runs != 1)}.")
     return "\n".join(lines) + "\n" + note, total, n_runs
 
 
