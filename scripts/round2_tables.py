@@ -106,12 +106,15 @@ def fastest_epoch(run: Path) -> float:
     return min(times, default=math.nan)
 
 
+def _mean_cell(values: list[float], scale: float, spec: str) -> str:
+    return format(statistics.fmean(values) / scale, spec) if values else "-"
+
+
 def cost(study: Path) -> tuple[str, float, int]:
     """(markdown table, total seconds, runs) of the study folder's kept runs and evaluations."""
     lines = ["| Method | Runs | Training run (min) | Fastest epoch (s) | PGD-20 (s) | AutoAttack (s) | All runs (h) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     total, n_runs = 0.0, 0
-    fmt = lambda values, scale, spec: format(statistics.fmean(values) / scale, spec) if values else "-"  # noqa: E731
     for label, folder in cost_rows(study):
         runs = [p.parent for p in sorted(folder.glob("seed*/metrics.json"))]
         if not runs:
@@ -122,11 +125,12 @@ def cost(study: Path) -> tuple[str, float, int]:
         spent = sum(walls) + sum(sum(v) for v in evals.values())
         epochs = [t for r in runs if not math.isnan(t := fastest_epoch(r))]
         untimed = "" if len(walls) == len(runs) else f" ({len(walls)} timed)"
-        lines.append(f"| {label} | {len(runs)} | {fmt(walls, 60, '.1f')}{untimed} | {fmt(epochs, 1, '.1f')} | "
-                     f"{fmt(evals['pgd20'], 1, '.0f')} | {fmt(evals['autoattack'], 1, '.0f')} | {spent / 3600:.2f} |")
+        lines.append(f"| {label} | {len(runs)} | {_mean_cell(walls, 60, '.1f')}{untimed} | {_mean_cell(epochs, 1, '.1f')} | "
+                     f"{_mean_cell(evals['pgd20'], 1, '.0f')} | {_mean_cell(evals['autoattack'], 1, '.0f')} | {spent / 3600:.2f} |")
         total += spent
         n_runs += len(runs)
-    note = (f"\nMean per run; wall times on the machine that ran each (docs/results_round2.md says which). "
+    note = (f"\nMean per run (the fastest epoch: each run's fastest, averaged); wall times on the machine "
+            f"that ran each (docs/results_round2.md says which). "
             f"Every kept run and evaluation of {study}: {total / 3600:.2f} h over {n_runs} run{'s' * (n_runs != 1)}.")
     return "\n".join(lines) + "\n" + note, total, n_runs
 
