@@ -19,9 +19,9 @@ initialisation) and given in accuracy points, with two measures of noise:
 The verdict uses SE, the larger of sd/sqrt(seeds) and the binomial SE: ``holds`` when the
 worst-class gain is above 2 SE and the average does not fall below -2 SE (BAT: the average must
 rise above 2 SE too); ``reversed`` when the worst class falls below -2 SE; ``within noise`` when
-neither (with the average's move where it is beyond 2 SE); and a worst-class gain whose average part
-fails says which part. One seed gives no sd,
-and the verdict says so. Between scales, the worst-class effect ``grows`` or ``shrinks`` when the
+neither, naming the average's move where it is beyond 2 SE (``within noise; average falls beyond 2
+SE``); and a worst-class gain whose average part fails says which part. One seed gives no sd, and
+the verdict says so. Between scales, the worst-class effect ``grows`` or ``shrinks`` when the
 change is beyond 2 SE of the two differences combined.
 
     python scripts/round2_claims.py docs/results/round2/small
@@ -61,6 +61,9 @@ CLAIMS = [
     Claim("faal_trades", "trades6", "FAAL (2024): fine-tuning TRADES(6) lifts its worst class"),
     Claim("faal_at", "pgd_at", "FAAL (2024): fine-tuning PGD-AT lifts its worst class"),
 ]
+NAMES = {"pgd_at": "PGD-AT", "trades6": "TRADES(6)", "bat": "BAT", "frl": "FRL (from PGD-AT)",
+         "frl_trades": "FRL (from TRADES(6))", "cfa": "CFA", "wat": "WAT", "dafa": "DAFA",
+         "faal_trades": "FAAL (from TRADES(6))", "faal_at": "FAAL (from PGD-AT)"}  # as in round2_tables.py
 
 
 def records(study: Path, name: str) -> dict[int, dict]:
@@ -135,7 +138,9 @@ def verdict(claim: Claim, worst: Difference, average: Difference) -> str:
     if w == "down":
         text = "reversed"
     elif w == "noise":
-        text = "within noise" + {"up": "; average up", "down": "; average falls", "noise": ""}[a]
+        # the worst class is within noise; the average's move is named only where it is beyond 2 SE
+        text = "within noise" + {"up": "; average rises beyond 2 SE", "down": "; average falls beyond 2 SE",
+                                 "noise": ""}[a]
     elif claim.average_up:
         text = "holds" if a == "up" else f"worst class only (average {'falls' if a == 'down' else 'within noise'})"
     else:
@@ -166,7 +171,7 @@ def table(study: Path, larger: Path | None = None) -> str:
                   "Worst-class effect, small → larger"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for claim, worst, average, text in small:
-        row = [f"{claim.method} vs {claim.baseline}: {claim.source}", str(worst.seeds), worst.cell(), average.cell(), text]
+        row = [f"{NAMES[claim.method]} vs {NAMES[claim.baseline]}: {claim.source}", str(worst.seeds), worst.cell(), average.cell(), text]
         if larger:
             if (claim.method, claim.baseline) in big:
                 w, a, v = big[(claim.method, claim.baseline)]
@@ -180,8 +185,8 @@ def table(study: Path, larger: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-SCALE_ROWS = [("pgd_at", "PGD-AT"), ("trades6", "TRADES(6)"), ("bat", "BAT"), ("cfa", "CFA"), ("wat", "WAT"),
-              ("dafa", "DAFA"), ("faal_trades", "FAAL (from TRADES(6))"), ("frl_trades", "FRL (from TRADES(6))")]
+SCALE_ROWS = [(name, NAMES[name]) for name in
+              ("pgd_at", "trades6", "bat", "cfa", "wat", "dafa", "faal_trades", "frl_trades")]
 
 
 def _errors(study: Path, name: str) -> dict[str, list[float]]:

@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 
 ALL = [("standard", "standard"), ("pgd_at", "PGD-AT"), ("trades1", "TRADES(1)"), ("trades6", "TRADES(6)"),
@@ -62,11 +63,17 @@ def rho(acc: dict, base: dict) -> float:
     return (worst - base_worst) / base_worst - (base_avg - avg) / base_avg
 
 
-def table(study: Path, rows: list[tuple[str, str]], baseline: str, baseline_label: str) -> str:
+def table(study: Path, rows: list[tuple[str, str]], baseline: str, baseline_label: str,
+          worst_classes: bool = False) -> str:
+    """The accuracy table; with worst_classes, a last column names each seed's worst class under
+    AutoAttack (classes tied at the worst joined by "=", or their number beyond three), and a line
+    counts the runs each class was alone at the worst in."""
     base_records = seeds_of(study, baseline)
     base = accuracies(base_records) if base_records else None
-    lines = ["| Method | Seeds | Clean avg | Clean worst | AA avg | AA worst | ρ (AA) vs " + baseline_label + " |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| Method | Seeds | Clean avg | Clean worst | AA avg | AA worst | ρ (AA) vs " + baseline_label + " |"
+             + (" AA worst class, per seed |" if worst_classes else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if worst_classes else "")]
+    counts: Counter[str] = Counter()
     for name, label in rows:
         records = seeds_of(study, name)
         if not records:
@@ -75,13 +82,33 @@ def table(study: Path, rows: list[tuple[str, str]], baseline: str, baseline_labe
         cells = [f"{m:.1f}" + (f" ± {s:.1f}" if s is not None else "") for m, s in (acc[k] for k in KEYS)]
         r = rho(acc, base) if base else math.nan
         lines.append(f"| {label} | {len(records)} | " + " | ".join(cells) + f" | {'-' if math.isnan(r) else f'{r:+.3f}'} |")
+        if worst_classes:
+            tied = [worst_tied(rec) for rec in records]
+            counts.update(names[0] if len(names) == 1 else "tie" for names in tied)
+            lines[-1] += " " + ", ".join("=".join(names) if len(names) <= 3 else f"{len(names)} tied"
+                                         for names in tied) + " |"
     n = {r["n_samples"] for name, _ in rows for r in seeds_of(study, name)}
     if not n:
         return "(no run of these methods has its AutoAttack evaluation yet)"
     note = (f"\nAccuracy in % on the same {', '.join(map(str, sorted(n)))} AutoAttack test images (clean and "
             "under AutoAttack, standard version), mean ± standard deviation over seeds. ρ is undefined (-) "
             "where the baseline's worst class has no robust accuracy left.")
+    if worst_classes:
+        n_runs = sum(len(seeds_of(study, name)) for name, _ in rows)
+        ties = counts.pop("tie", 0)
+        note += (f" The worst class under AutoAttack, in how many of these {n_runs} runs: "
+                 + ", ".join(f"{c} {k}" for c, k in counts.most_common())
+                 + (f"; in {ties} more, several classes tie at the worst (joined by = in the table)" if ties else "")
+                 + ".")
     return "\n".join(lines) + "\n" + note
+
+
+def worst_tied(record: dict) -> list[str]:
+    """The classes at the worst robust error of one AutoAttack record (several where they tie)."""
+    errors, names = record.get("rob_per_class"), record.get("class_names")
+    if not errors or not names:  # a record without its per-class errors names its worst class alone
+        return [record.get("rob_worst_class", "?")]
+    return [name for name, e in zip(names, errors) if e >= max(errors) - 1e-6]
 
 
 def cost_rows(study: Path) -> list[tuple[str, Path]]:
@@ -149,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(study, TRADES_BASED, "trades6", "TRADES(6)"))
         if not args.trades_only:
             print(f"\nEvery method, ρ against PGD-AT ({study}):\n")
-            print(table(study, ALL, "pgd_at", "PGD-AT"))
+            print(table(study, ALL, "pgd_at", "PGD-AT", worst_classes=True))
         text, seconds, runs = cost(study)
         print(f"\nCost ({study}):\n\n{text}")
         whole, whole_runs = whole + seconds, whole_runs + runs

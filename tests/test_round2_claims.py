@@ -70,6 +70,16 @@ def test_verdicts(study):
                      ("cfa", "trades6"): "within noise (one seed)"}  # no PGD-AT: its claims are left out
 
 
+def test_a_worst_class_within_noise_names_the_averages_move_beyond_noise():
+    bat = claims.CLAIMS[0]  # claims a higher average too
+    flat, falls, rises = (claims.Difference(m, 1.0, 1.0, 3) for m in (0.5, -3.0, 3.0))
+    assert claims.verdict(bat, flat, falls) == "within noise; average falls beyond 2 SE"
+    assert claims.verdict(bat, flat, rises) == "within noise; average rises beyond 2 SE"
+    assert claims.verdict(bat, flat, flat) == "within noise"
+    one_seed = claims.Difference(0.5, None, 1.0, 1)
+    assert claims.verdict(bat, one_seed, falls) == "within noise; average falls beyond 2 SE (one seed)"
+
+
 def test_the_cli_compares_the_scales(study, tmp_path):
     large = tmp_path / "large"
     large.mkdir()
@@ -80,13 +90,13 @@ def test_the_cli_compares_the_scales(study, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_claims.py"), str(study), "--larger", str(large)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    wat = next(line for line in proc.stdout.splitlines() if line.startswith("| wat vs trades6"))
+    wat = next(line for line in proc.stdout.splitlines() if line.startswith("| WAT vs TRADES(6)"))
     # larger scale: SE 3.2 for the worst class (12 and 10 of 100 images robust, two seeds), 1.4 for the
     # average; the change, -18 points, is beyond 2·hypot(3.2, 3.8) = 9.9
     assert wat.endswith("| 2 | +20.0 (sd 0.0, binomial SE 3.8) | -1.0 (sd 0.0, binomial SE 1.3) | holds | 2 | "
                         "+2.0 (sd 0.0, binomial SE 3.2) | +0.0 (sd 0.0, binomial SE 1.4) | within noise | "
                         "-18.0 points: shrinks |"), wat
-    dafa = next(line for line in proc.stdout.splitlines() if line.startswith("| dafa vs trades6"))
+    dafa = next(line for line in proc.stdout.splitlines() if line.startswith("| DAFA vs TRADES(6)"))
     assert dafa.endswith("| reversed | - | - | - | - | - |"), dafa  # no DAFA run at the larger scale yet
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "round2_claims.py"), str(tmp_path)],
                          capture_output=True, text=True, timeout=60)

@@ -8,12 +8,17 @@ import sys
 
 from conftest import ROOT
 
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-def _seed(study, name, seed, std_avg, std_worst, rob_avg, rob_worst, n=1000):
+
+def _seed(study, name, seed, std_avg, std_worst, rob_avg, rob_worst, n=1000, worst=(3,)):
+    """One seed's AutoAttack record; the classes in ``worst`` (cat: 3) share the worst robust error."""
     run = study / name / f"seed{seed}"
     run.mkdir(parents=True)
+    per_class = [rob_worst if k in worst else rob_avg - 0.01 for k in range(10)]
     (run / "eval_autoattack.json").write_text(json.dumps(
-        {"std_avg": std_avg, "std_worst": std_worst, "rob_avg": rob_avg, "rob_worst": rob_worst, "n_samples": n}))
+        {"std_avg": std_avg, "std_worst": std_worst, "rob_avg": rob_avg, "rob_worst": rob_worst, "n_samples": n,
+         "rob_per_class": per_class, "class_names": CLASSES}))
 
 
 def _tables(*args):
@@ -28,8 +33,8 @@ def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path
     (study / "protocol.txt").write_text("experiment=study_cifar10_cpu\n")
     _seed(study, "trades6", 0, 0.6, 0.8, 0.8, 0.9)    # accuracies 40 / 20 / 20 / 10
     _seed(study, "wat", 0, 0.6, 0.7, 0.82, 0.85)      # 40 / 30 / 18 / 15
-    _seed(study, "wat", 1, 0.62, 0.75, 0.84, 0.87)    # 38 / 25 / 16 / 13
-    _seed(study, "frl_tau0.07", 0, 0.5, 0.6, 0.9, 1.0)
+    _seed(study, "wat", 1, 0.62, 0.75, 0.84, 0.87, worst=(2,))    # 38 / 25 / 16 / 13, worst class bird
+    _seed(study, "frl_tau0.07", 0, 0.5, 0.6, 0.9, 1.0, worst=(2, 3))  # bird and cat tie at 100% error
     (study / "frl_choice.json").write_text(json.dumps({"chosen": "frl_tau0.07"}))
     proc = _tables(study)
     assert proc.returncode == 0, proc.stderr
@@ -38,7 +43,11 @@ def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path
     # WAT: means 39 / 27.5 / 17 / 14, sd over 2 seeds; rho = (14 - 10)/10 - (20 - 17)/20 = 0.25
     assert "| +WAT | 2 | 39.0 ± 1.4 | 27.5 ± 3.5 | 17.0 ± 1.4 | 14.0 ± 1.4 | +0.250 |" in lines
     # FRL from PGD-AT is the tau folder chosen on validation; no PGD-AT baseline here: rho undefined
-    assert "| FRL (from PGD-AT) | 1 | 50.0 | 40.0 | 10.0 | 0.0 | - |" in lines
+    # the every-method table names each seed's worst class under AutoAttack, ties joined by =
+    assert "| FRL (from PGD-AT) | 1 | 50.0 | 40.0 | 10.0 | 0.0 | - | bird=cat |" in lines
+    assert "| WAT | 2 | 39.0 ± 1.4 | 27.5 ± 3.5 | 17.0 ± 1.4 | 14.0 ± 1.4 | - | cat, bird |" in lines
+    assert ("in how many of these 4 runs: cat 2, bird 1; in 1 more, several classes tie at the worst"
+            in proc.stdout)
     assert "same 1000 AutoAttack test images" in proc.stdout
     empty = tmp_path / "empty"
     empty.mkdir()
