@@ -4,7 +4,8 @@ Accuracies in % as the robust-fairness papers since 2023 give them: average and 
 accuracy and robust accuracy under AutoAttack, all four on the same AutoAttack test images (each
 run's ``eval_autoattack.json``), mean ± standard deviation over the seeds found; ρ against the
 baseline's means (DAFA's ρ: relative worst-class gain minus relative average loss) on the
-AutoAttack accuracies.
+AutoAttack accuracies. The every-method table also names each run's worst class under AutoAttack
+(ties joined by "=") and counts them.
 
 Then the cost, from the runs' own records: per method, the mean wall time of a training run with
 its validation and test (metrics.json ``wall_seconds``, summed over resumed sessions), its fastest

@@ -36,6 +36,7 @@ def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path
     _seed(study, "wat", 1, 0.62, 0.75, 0.84, 0.87, worst=(2,))    # 38 / 25 / 16 / 13, worst class bird
     _seed(study, "frl_tau0.07", 0, 0.5, 0.6, 0.9, 1.0, worst=(2, 3))  # bird and cat tie at 100% error
     (study / "frl_choice.json").write_text(json.dumps({"chosen": "frl_tau0.07"}))
+    _seed(study, "standard", 0, 0.5, 0.7, 0.99, 1.0, worst=(1, 2, 3, 4))  # four classes tie: counted, not named
     proc = _tables(study)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -46,7 +47,8 @@ def test_tables_give_accuracies_over_seeds_and_rho_against_the_baseline(tmp_path
     # the every-method table names each seed's worst class under AutoAttack, ties joined by =
     assert "| FRL (from PGD-AT) | 1 | 50.0 | 40.0 | 10.0 | 0.0 | - | bird=cat |" in lines
     assert "| WAT | 2 | 39.0 ± 1.4 | 27.5 ± 3.5 | 17.0 ± 1.4 | 14.0 ± 1.4 | - | cat, bird |" in lines
-    assert ("in how many of these 4 runs: cat 2, bird 1; in 1 more, several classes tie at the worst"
+    assert "| standard | 1 | 50.0 | 30.0 | 1.0 | 0.0 | - | 4 tied |" in lines
+    assert ("in how many of these 5 runs: cat 2, bird 1; in 2 more, several classes tie at the worst"
             in proc.stdout)
     assert "same 1000 AutoAttack test images" in proc.stdout
     empty = tmp_path / "empty"
