@@ -41,6 +41,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from round2_tables import ALL  # scripts/ is on the path: this script's own folder
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -61,9 +63,7 @@ CLAIMS = [
     Claim("faal_trades", "trades6", "FAAL (2024): fine-tuning TRADES(6) lifts its worst class"),
     Claim("faal_at", "pgd_at", "FAAL (2024): fine-tuning PGD-AT lifts its worst class"),
 ]
-NAMES = {"pgd_at": "PGD-AT", "trades6": "TRADES(6)", "bat": "BAT", "frl": "FRL (from PGD-AT)",
-         "frl_trades": "FRL (from TRADES(6))", "cfa": "CFA", "wat": "WAT", "dafa": "DAFA",
-         "faal_trades": "FAAL (from TRADES(6))", "faal_at": "FAAL (from PGD-AT)"}  # as in round2_tables.py
+NAMES = dict(ALL)  # each method's display name, one list for both scripts
 
 
 def records(study: Path, name: str) -> dict[int, dict]:
