@@ -16,6 +16,13 @@ boundary trajectory (the same KL) and PGD-AT's attack (CE from a uniform start):
 It prints the share of images each attack misclassifies, BAT's share never misclassified within
 the budget and its mean steps to the boundary, and seconds per attack. docs/performance.md,
 "Precision of the attacks"; tests/test_precision.py checks the same quantities.
+
+``--ckpt PATH`` measures a trained batlit checkpoint instead of the probe: its model
+(``batlit.checkpoint.load_run``: ``weights_only=True``, the stored config checked), the first
+``--n-test`` images of its test split that it classifies right, and its own ε and training-attack
+steps; on real images a weak attack shows as fewer flips, which the probe (every image a noisy
+prototype) may not. ``--device`` (default: the GPU when there is one) is where the model, the
+images and every method with its metrics run.
 """
 
 from __future__ import annotations
@@ -63,9 +70,38 @@ def probe_model(n_test: int = 512, device: str | torch.device = "cpu", seed: int
     return model, x[right], y[right]  # flips are then the attack's doing
 
 
-def method(cls: type, model: torch.nn.Module, precision: str = "auto", **kwargs: Any):
-    attack = {**ATTACK, "train": {**ATTACK["train"], "precision": precision}}
-    return cls(model, attack=attack, optimizer=OPTIMIZER, **kwargs)
+def method(cls: type, model: torch.nn.Module, precision: str = "auto", *, device: str | torch.device | None = None,
+           attack: dict[str, Any] | None = None, **kwargs: Any):
+    """The method ``cls`` around ``model`` with the training attack in ``precision``; with ``device``
+    moved there whole: the model and the method's own metrics (BAT's ``StepsToBoundary``, the
+    evaluation metrics), whose states would otherwise stay on the CPU beside a GPU model."""
+    attack = attack or ATTACK
+    attack = {**attack, "train": {**attack["train"], "precision": precision}}
+    built = cls(model, attack=attack, optimizer=OPTIMIZER, **kwargs)
+    return built if device is None else built.to(device)
+
+
+def trained_model(ckpt: str | Path, n_test: int = 512, device: str | torch.device = "cpu",
+                  data_root: str | None = None):
+    """A trained checkpoint's model, the first ``n_test`` test images it classifies right and the
+    attack settings it trained with: ``(model, x, y, attack)``. Read through batlit.checkpoint's
+    checked readers (``weights_only=True``; the stored config names none of the reader's code)."""
+    from .checkpoint import datamodule_for, load_run
+
+    run = load_run(ckpt)
+    dm = datamodule_for(run.config, root=data_root, test_subset=n_test, eval_batch_size=256, num_workers=0)
+    xs, ys = zip(*dm.test_dataloader())  # [0, 1] images, as evaluate's attacks see them
+    x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)
+    model = run.model.to(device).eval()
+    with torch.no_grad():
+        right = model(x).argmax(1) == y
+    stored = run.config.attack
+    attack = {"eps": float(stored.eps), **{phase: {"steps": int(stored[phase].steps),
+                                                   "step_size": float(stored[phase].step_size)}
+                                           for phase in ("train", "val", "test")}}
+    if stored.train.get("eps") is not None:  # linf_trades: the training attack's own radius
+        attack["train"]["eps"] = float(stored.train.eps)
+    return model, x[right], y[right], attack
 
 
 @contextmanager
@@ -92,17 +128,23 @@ def modes(device_type: str) -> dict[str, tuple[str, Any]]:
     return out
 
 
-def run(device: str = "cpu", n_test: int = 512, repeats: int = 1) -> dict[str, Any]:
+def run(device: str = "cpu", n_test: int = 512, repeats: int = 1, ckpt: str | Path | None = None,
+        data_root: str | None = None) -> dict[str, Any]:
     from .methods import BAT, PGDAT, TRADES
 
-    model, x, y = probe_model(n_test, device)
+    if ckpt is None:
+        model, x, y = probe_model(n_test, device)
+        attack = ATTACK
+    else:
+        model, x, y, attack = trained_model(ckpt, n_test, device, data_root)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    results: dict[str, Any] = {"device": str(device), "n_images": len(y), "attacks": {}}
+    results: dict[str, Any] = {"device": str(device), "n_images": len(y), "attacks": {},
+                               "model": "probe" if ckpt is None else str(ckpt), "attack": attack}
     for attack_name, cls in (("trades", TRADES), ("bat", BAT), ("pgd_at", PGDAT)):
         for mode, (precision, context) in modes(torch.device(device).type).items():
             if attack_name == "pgd_at" and mode in ("fp32 + TF32", "bf16 step, fp32 attack"):
                 continue
-            m = method(cls, model, precision)
+            m = method(cls, model, precision, device=device, attack=attack)
             seconds = []
             for _ in range(repeats):
                 torch.manual_seed(1)
@@ -127,17 +169,33 @@ def run(device: str = "cpu", n_test: int = 512, repeats: int = 1) -> dict[str, A
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+def _main(argv: list[str] | None = None) -> None:
+    from .config import ConfigError, resolve_device
+    from .safe_io import atomic_write_text
+
+    parser = argparse.ArgumentParser(prog="python -m batlit.precision_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:1, ...")
     parser.add_argument("--n-test", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per attack (the fastest is kept)")
+    parser.add_argument("--ckpt", type=Path, help="a trained batlit checkpoint instead of the probe")
+    parser.add_argument("--data-root", help="with --ckpt: where its data is, when not where it was trained")
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
-    results = run(args.device, args.n_test, args.repeats)
+    if args.n_test < 1 or args.repeats < 1:
+        raise ConfigError(f"--n-test and --repeats must be >= 1, got {args.n_test} and {args.repeats}")
+    device = resolve_device(args.device)  # one line for a device that is not there, before any work
+    if args.ckpt is not None and not args.ckpt.is_file():
+        raise ConfigError(f"--ckpt: no checkpoint file at '{args.ckpt}'")
+    results = run(str(device), args.n_test, args.repeats, args.ckpt, args.data_root)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
+        atomic_write_text(args.out, json.dumps(results, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .config import exit_on_user_error
+
+    exit_on_user_error(_main, argv)
 
 
 if __name__ == "__main__":
