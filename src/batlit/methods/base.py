@@ -16,12 +16,11 @@ from typing import Any, Mapping, Sequence
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ..attacks import attack_precision, pgd
 from ..attacks._common import check_precision
 from ..config import OPTIMIZERS, SCHEDULERS
-from ..metrics import ClassWiseRobustness
+from ..metrics import ClassWiseRobustness, ConfusionCounts
 
 SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
 
@@ -97,9 +96,10 @@ class AdversarialMethod(L.LightningModule):
             check_precision(str(attack.get(phase, {}).get("precision", "auto")), f"attack.{phase}.precision")
         self.val_metric = ClassWiseRobustness(self.num_classes)
         self.test_metric = ClassWiseRobustness(self.num_classes)
-        # rows: true class, columns: prediction under the evaluation attack (target-class fairness)
-        self.val_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
-        self.test_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
+        # rows: true class, columns: prediction under the evaluation attack (target-class fairness);
+        # counted without the host syncs of torchmetrics' bincount
+        self.val_confusion = ConfusionCounts(self.num_classes)
+        self.test_confusion = ConfusionCounts(self.num_classes)
         self.val_results: dict[str, Tensor] | None = None  # the latest validation, on the CPU
         self.test_results: dict[str, Tensor] | None = None
 
