@@ -27,6 +27,28 @@ def test_metrics_record_the_device_the_run_trained_on_not_where_the_module_ended
     assert fast_paths(cfg, cpu_run)["on_device"] is False  # data.on_device is a no-op on the CPU
 
 
+def test_on_device_is_false_in_the_metrics_when_a_split_stayed_in_host_memory(monkeypatch):
+    """A split too large for the GPU stays on the host (with a warning); metrics.json said
+    on_device=true all the same (issue 35)."""
+    from omegaconf import OmegaConf
+
+    import batlit.data.base as base
+    from batlit.data import SyntheticDataModule
+    from batlit.train import fast_paths
+
+    cfg = OmegaConf.create({"model": {}, "data": {"on_device": True}, "compile": False})
+    gpu_run = SimpleNamespace(precision="bf16-mixed", strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    dm = SyntheticDataModule(n_train=32, n_test=16, image_size=8, on_device=True)
+    dm.trainer = gpu_run
+    dm.setup()
+    assert fast_paths(cfg, gpu_run, dm)["on_device"] is True  # nothing has fallen back yet
+    monkeypatch.setattr(base, "fits_on_device", lambda nbytes, device, share=0.25: False)
+    with pytest.warns(UserWarning, match="stays in host memory"):
+        loader = dm.train_dataloader()
+    assert next(iter(loader))[0].device.type == "cpu"
+    assert fast_paths(cfg, gpu_run, dm)["on_device"] is False
+
+
 @pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (3, 3), (4, 4), (5, 7), (8, 8), (9, 4), (16, 16)])
 def test_small_cnn_pool_is_adaptive_average_pooling_with_a_matmul_backward(h, w):
     x = torch.randn(3, 4, h, w, requires_grad=True)

@@ -234,7 +234,7 @@ def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path, c
         "num_test_samples": int(sum(summary["count_per_class"])),
         "attack": {"name": "pgd", "eps": cfg.attack.eps, **OmegaConf.to_container(cfg.attack.test)},
         "batlit_version": _version(), "torch_version": torch.__version__,
-        "fast_paths": fast_paths(cfg, trainer),
+        "fast_paths": fast_paths(cfg, trainer, datamodule),
         **summary,
         # the class-wise methods' final per-class state (weights, eps scales, multipliers): batlit.report
         "class_state": method.class_state() if hasattr(method, "class_state") else None,
@@ -257,13 +257,15 @@ def wall_seconds(trainer: Any) -> dict[str, float] | None:
     return {"fit": round(timer.time_elapsed("train"), 2), "test": round(timer.time_elapsed("test"), 2)}
 
 
-def fast_paths(cfg: DictConfig, trainer: Any) -> dict[str, Any]:
+def fast_paths(cfg: DictConfig, trainer: Any, datamodule: Any = None) -> dict[str, Any]:
     """The switches the run trained with, for metrics.json. The device is the strategy's: after
     ``trainer.test()`` Lightning has moved the module back to the CPU, so ``method.device`` would
-    say cpu for every GPU run."""
+    say cpu for every GPU run. ``on_device`` is false too when a split was too large for the GPU and
+    stayed in host memory (the data module then turned its ``on_device`` off, with a warning)."""
     return {"precision": str(trainer.precision), "channels_last": bool(cfg.model.get("channels_last", False)),
             "fold_batchnorm": bool(cfg.model.get("fold_batchnorm", False)),
-            "on_device": bool(cfg.data.get("on_device", False)) and trainer.strategy.root_device.type != "cpu",
+            "on_device": bool(cfg.data.get("on_device", False)) and trainer.strategy.root_device.type != "cpu"
+            and bool(getattr(datamodule, "on_device", True)),
             "compile": bool(cfg.get("compile", False))}
 
 
