@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all mutants quickstart bench speedup clean
+.PHONY: help install test test-all mutants quickstart bench speedup gpu-wheels clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,19 @@ bench: ## training-step benchmark, default fast path beside fp32 contiguous unfo
 
 speedup: ## the fast path's median speed-up over fp32 (unfolded, contiguous), 5 fresh bench processes (small CNN width 16) into outputs/bench/
 	$(BIN)/python scripts/speedup_rounds.py --rounds 5 --out outputs/bench/speedup_rounds_small_cnn16.json model=small_cnn model.width=16 'methods=[standard,pgd_at,trades,bat]'
+
+# What a bare GPU machine lacks for scripts/gpu_slot.sh (its image has torch, lightning, torchmetrics,
+# numpy, pillow, matplotlib, pyyaml): each pinned, without dependencies (torchattacks pins an old
+# requests that the image's newer one would have to replace), pyautoattack without its 42 MB examples.
+GPU_WHEELS ?= hydra-core==1.3.8 omegaconf==2.3.1 torchattacks==3.5.1 pyautoattack==0.2.0
+GPU_SDISTS ?= antlr4-python3-runtime==4.9.3
+
+gpu-wheels: ## the wheels a GPU slot installs (--no-deps, pure Python; batlit's own too) into .wheels/, under 1 MiB (docs/performance.md)
+	rm -rf .wheels && mkdir -p .wheels
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d .wheels $(GPU_WHEELS)
+	$(BIN)/python -m pip wheel -q --no-deps -w .wheels $(GPU_SDISTS) .
+	$(BIN)/python scripts/slim_wheel.py .wheels/pyautoattack-*.whl --drop pyautoattack/examples/
+	@ls -l .wheels && du -cb .wheels/*.whl | tail -n 1
 
 clean: ## remove caches and run outputs (keeps $(VENV))
 	rm -rf outputs multirun .pytest_cache build dist src/*.egg-info

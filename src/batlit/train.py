@@ -114,7 +114,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                                  every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False),
                  EpochSeeding(cfg.seed), EpochThroughput(),
-                 Timer(verbose=False)]  # fit's wall time, kept in last.ckpt across resumes: metrics.json wall_seconds
+                 # fit's wall time, kept in last.ckpt across resumes (metrics.json wall_seconds); with
+                 # trainer.max_time it also ends training there (Lightning ignores max_time beside a Timer)
+                 Timer(duration=OmegaConf.select(cfg, "trainer.max_time", default=None), verbose=False)]
     if cfg.get("stop_on_nonfinite_loss", True):
         callbacks.append(NonFiniteLossGuard(run_dir / "checkpoints"))
     if wandb_runs_possible(loggers):
