@@ -2,7 +2,7 @@
 # The paper-scale reproduction on CIFAR-10 (ResNet-18, the paper's Table 1 and Table 3 rows), for a
 # GPU: each method runs its paper experiment config (conf/experiment/<method>_cifar10.yaml: the
 # paper's epochs, lr schedule and attacks) on the full training set (50,000 images, as the authors
-# train; BAT's config holds out 1,000 for validation) and the full test set, 3 seeds; FRL
+# train) and the full test set, 3 seeds; FRL
 # (Reweight+Remargin, tau 0.05 and 0.07) fine-tunes a PGD-AT hot start that held FRL's 3,000-image
 # validation split out of training, and its tau is chosen on that split; PGD-AT without the
 # poor classes 2-5 or the good classes 1, 6, 8, 9 (Table 4); then AutoAttack on PGD-AT, TRADES(6)
@@ -13,18 +13,25 @@
 #   EPOCHS=15 SEEDS=0 METHODS="pgd_at bat" bash scripts/study_cifar10_gpu.sh   # a shortened schedule
 #   DATA=cifar10 bash scripts/study_cifar10_gpu.sh                 # torchvision's CIFAR-10 (downloads it)
 #   OUT=/tmp/g BATLIT_DRY_RUN=1 bash scripts/study_cifar10_gpu.sh  # tiny sizes: checks the pipeline (CPU too)
-#   OUT=$OUT MODE=10min bash scripts/study_cifar10_gpu.sh          # one 10-minute slot of a fresh GPU machine
+#   MODE=short bash scripts/study_cifar10_gpu.sh                   # 3 methods, 6 epochs: 15 min or more on an H200
+#   PACK_TO=$OUT OUT=/tmp/study MODE=short bash scripts/study_cifar10_gpu.sh   # where only $OUT comes back
 #
 # EPOCHS=N rescales every epoch-counted setting to N epochs: lr milestones, FAT's tau schedule,
 # GAIRAT's burn-in and FRL's fine-tuning length and halving period. The default data is the
 # CIFAR-10 JPEG copy (data=cifar10_jpeg, zips in DATA_ROOT) because GPU machines often have no internet.
 #
-# MODE=10min: PGD-AT, TRADES(6) and BAT, seed 0, the paper's schedules rescaled to 6 epochs, on all
+# MODE=short: PGD-AT, TRADES(6) and BAT, seed 0, the paper's schedules rescaled to 6 epochs, on all
 # 50,000 training images and the 10,000 test images (PGD-20), then AutoAttack and the analysis on
-# 500 test images; no Table 4, FAT, GAIRAT or FRL. It starts like scripts/gpu_bench.sh on a fresh
-# machine: python3 when there is no .venv, src/ on PYTHONPATH, missing packages from the wheels
-# carried in $WHEELS (hydra-core, omegaconf, antlr4-python3-runtime, torchattacks, matplotlib), and
-# the JPEG zips from shared/data/cifar10-jpeg in the checkout or ../shared/data/cifar10-jpeg beside it.
+# 500 test images; no Table 4, FAT, GAIRAT or FRL. It does not fit one 10-minute command: at the
+# H200 step rates recorded in docs/performance.md its training alone is about 11.5 minutes (18
+# epochs of 391 steps of 87-104 ms); the one-command GPU check is scripts/gpu_slot.sh. Across
+# several commands it resumes (finished runs are skipped, a killed one continues from last.ckpt)
+# as long as $OUT survives between them. On a fresh machine it starts like scripts/gpu_slot.sh:
+# python3 when there is no .venv, src/ on PYTHONPATH, the wheels carried in $WHEELS (make
+# gpu-wheels) installed --no-deps into a scratch --target folder (never the image's own Python),
+# and the JPEG zips from data/cifar10-jpeg or shared/data/cifar10-jpeg in the checkout or
+# ../shared/data/cifar10-jpeg beside it. PACK_TO=DIR: at the end, only one file goes there,
+# DIR/study_results.tar.gz (JSON, CSV, YAML, Markdown, logs and figures under 2 MiB; no checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/study_common.sh
@@ -34,23 +41,26 @@ fi
 PY=$PYTHON
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 [ -e src/batlit/conf ] || ln -s ../../conf src/batlit/conf   # a copy that dropped the link
-WHEELS=${WHEELS:-.wheels}
-if ! "$PY" -c "import hydra, omegaconf, torchattacks, matplotlib" 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --find-links "$WHEELS" hydra-core omegaconf antlr4-python3-runtime \
-      torchattacks matplotlib || { echo "missing packages and no wheels for them in WHEELS=$WHEELS" >&2; exit 2; }
-fi
 MODE=${MODE:-full}
 case $MODE in
   full) ;;
-  10min) SEEDS=${SEEDS:-0} METHODS=${METHODS:-"pgd_at trades6 bat"} EPOCHS=${EPOCHS:-6}
+  short) SEEDS=${SEEDS:-0} METHODS=${METHODS:-"pgd_at trades6 bat"} EPOCHS=${EPOCHS:-6}
          AA_SAMPLES=${AA_SAMPLES:-500} ANALYZE_SAMPLES=${ANALYZE_SAMPLES:-500} ;;
-  *) echo "MODE must be full or 10min, got '$MODE'" >&2; exit 2 ;;
+  *) echo "MODE must be full or short, got '$MODE'" >&2; exit 2 ;;
 esac
+WHEELS=${WHEELS:-.wheels}
+if ! "$PY" -c "import hydra, omegaconf, torchattacks, matplotlib" 2>/dev/null; then
+  # the carried wheels into a scratch folder (never the image's own Python), without dependencies
+  SITE=${SITE:-$(mktemp -d "${TMPDIR:-/tmp}/batlit-site.XXXXXX")}
+  export PYTHONPATH="$PYTHONPATH:$SITE"
+  PY=$PY SITE=$SITE WHEELS=$WHEELS bash scripts/gpu_slot_install.sh >/dev/null \
+      || { echo "missing packages, and the wheels in WHEELS=$WHEELS do not provide them (make gpu-wheels)" >&2; exit 2; }
+fi
 SEEDS=${SEEDS:-"0 1 2"}
 METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl table4_wo_poor table4_wo_good"}
 DATA=${DATA:-cifar10_jpeg}
 if [ -z "${DATA_ROOT:-}" ]; then  # the JPEG zips: carried inside the checkout, or beside it
-  for candidate in shared/data/cifar10-jpeg ../shared/data/cifar10-jpeg; do
+  for candidate in data/cifar10-jpeg shared/data/cifar10-jpeg ../shared/data/cifar10-jpeg; do
     [ -f "$candidate/train.zip" ] && { DATA_ROOT=$(cd "$candidate" && pwd); break; }
   done
 fi
@@ -123,5 +133,14 @@ for seed in $SEEDS; do
     esac
   done
 done
+
+pack_study() {  # PACK_TO: one small archive of the study's results, no checkpoint (the device tool's $OUT)
+  [ -n "${PACK_TO:-}" ] || return 0
+  mkdir -p "$PACK_TO"
+  (cd "$OUT" && find . -type f -size -2M \( -name '*.json' -o -name '*.csv' -o -name '*.yaml' -o -name '*.md' \
+      -o -name '*.log' -o -name '*.txt' -o -name '*.png' \) -print0 | tar czf "$PACK_TO/.study_results.tar.gz" --null -T -) \
+    && mv "$PACK_TO/.study_results.tar.gz" "$PACK_TO/study_results.tar.gz"
+}
+trap pack_study EXIT   # also after a failed step: what finished still comes back
 
 finish_study "$ANALYZE_SAMPLES" frl_tau005 frl_tau007

@@ -59,12 +59,22 @@ def test_reference_trajectory_agrees_with_boundary_pgd():
 
 @pytest.mark.slow
 def test_gpu_script_dry_run_on_cpu(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path), "BATLIT_DRY_RUN": "1", "PYTHON": os.sys.executable}
+    import tarfile
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "OUT": str(out), "WORK": str(work), "BATLIT_DRY_RUN": "1", "PYTHON": os.sys.executable,
+           "TIME_SCALE": "3"}
     proc = subprocess.run(["bash", "scripts/gpu_bench.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1500)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert (tmp_path / "bench_small_cnn_b16_32.json").is_file() and (tmp_path / "cuda_tests.txt").is_file()
-    checked = json.loads((tmp_path / "precision_check.json").read_text())  # the attack-strength step
+    assert sorted(p.name for p in out.iterdir()) == ["console.log", "results.tar.gz", "summary.md"]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"results/results/bench_b16.json", "results/results/cuda_tests.xml",
+            "results/runs/epochs_bat/csv/metrics.csv"} <= set(names)
+    bench = json.loads((work / "results" / "bench_b16.json").read_text())
+    assert {"bat_frozen", "bat_nosync", "reference_bat"} <= set(bench["methods"])
+    checked = json.loads((work / "results" / "precision_probe.json").read_text())  # the attack-strength step
     assert set(checked["attacks"]) == {"trades", "bat", "pgd_at"}
 
 
