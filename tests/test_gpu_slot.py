@@ -196,3 +196,17 @@ def test_the_slot_runs_as_a_dry_run_on_the_cpu(tmp_path):
     assert trained["model"].endswith("runs/bat/checkpoints/last.ckpt")
     summary = (out / "summary.md").read_text()
     assert "## Training trades6" in summary and "| airplane |" in summary and "## Host syncs" in summary
+
+
+def test_no_script_installs_into_the_images_own_python():
+    """Every pip install in the GPU scripts is --no-deps into a --target folder (torchattacks pins
+    requests~=2.25.1: with its dependencies pip replaces the image's requests, or stops the run)."""
+    installs = []
+    for script in sorted((ROOT / "scripts").glob("*.sh")):
+        text = script.read_text().replace("\\\n", " ")
+        installs += [(script.name, line) for line in text.splitlines()
+                     if "pip install" in line and not line.lstrip().startswith("#")]
+    assert installs and {name for name, _ in installs} == {"gpu_slot_install.sh"}
+    assert all("--no-deps" in line and "--target" in line and "--no-index" in line for _, line in installs)
+    study = (ROOT / "scripts" / "study_cifar10_gpu.sh").read_text()
+    assert "bash scripts/gpu_slot_install.sh" in study and "gpu_slot_install.sh" in SCRIPT.read_text()
