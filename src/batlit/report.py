@@ -740,9 +740,9 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
         writer.writeheader()
         writer.writerows(records)
     written = [out / "report.md", out / "report.csv"]
-    for name, found in (("worst_class.csv", worst_records), ("paired.csv", paired_records)):
-        if found:
-            atomic_write_text(out / name, _csv_text(found))
+    for name, extra in (("worst_class.csv", worst_records), ("paired.csv", paired_records)):
+        if extra:
+            atomic_write_text(out / name, _csv_text(extra))
             written.append(out / name)
     if figures and class_names is None:
         print("Figures skipped: the runs have different classes (the tables line them up by name)")
