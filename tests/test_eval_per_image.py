@@ -142,7 +142,10 @@ class Coin(nn.Module):
 def test_each_batchs_randomness_is_its_own():
     """An attack that draws from the global RNG: evaluating from batch 3 on, after other draws,
     gives what the uninterrupted evaluation gave (the per-batch seed, batch_seed)."""
+    calls = []
+
     def noise(x, y):
+        calls.append(len(x))
         return torch.rand_like(x)  # a random image: its class is a coin flip
 
     x = torch.full((60, 1, 1, 1), 0.9)
@@ -151,8 +154,10 @@ def test_each_batchs_randomness_is_its_own():
     whole = evaluate(Coin(), batches, [("noise", noise)], 2, torch.device("cpu"), progress=False, seed=5,
                      on_batch=lambda b, so_far: kept.setdefault(b, so_far))
     torch.rand(1000)  # history that must not matter
+    calls.clear()
     resumed = evaluate(Coin(), batches, [("noise", noise)], 2, torch.device("cpu"), progress=False, seed=5,
                        done=kept[2])
+    assert calls == [10, 10, 10]  # batches 0-2 came from `done`: only 3-5 were attacked
     assert 0 < int((whole["adv_pred"][0] == 1).sum()) < 60  # the draws do decide the outcome
     assert torch.equal(whole["adv_pred"], resumed["adv_pred"]) and torch.equal(whole["label"], resumed["label"])
     assert whole["robust_after"] == resumed["robust_after"]
