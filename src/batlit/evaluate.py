@@ -10,8 +10,11 @@ Attacks (config group ``attack`` in ``conf/evaluate/``):
 
 Only samples classified correctly so far are attacked by the next component (as AutoAttack does),
 so a sample counts as robust when it is right clean and under every component or restart — the
-robust error of docs/design.md §4. Writes ``eval_<attack>.json`` and ``eval_<attack>.csv`` beside the
-run's ``metrics.json``; ``batlit.report`` picks them up as extra columns. Everything runs in fp32;
+robust error of docs/design.md §4. Writes ``eval_<attack>.json``, ``eval_<attack>.csv`` and the
+per-image outcomes ``eval_<attack>.npz`` beside the run's ``metrics.json``; ``batlit.report`` picks
+them up as extra columns and paired comparisons. ``n_samples`` images are chosen class-balanced by
+``eval_seed``, not by the run's seed, so every run sees the same ones. A killed evaluation resumes
+from ``.eval_<attack>.partial.npz`` (docs/evaluation.md). Everything runs in fp32;
 ``precision=bf16`` runs it under bf16 autocast instead and writes ``eval_<attack>_bf16.*``.
 """
 
