@@ -497,7 +497,7 @@ def paired_comparisons(groups: Sequence[Group], baseline: Group | None = None, d
 
     import numpy as np
 
-    from .stats import mcnemar_exact, pair_runs, paired_bootstrap
+    from .stats import bootstrap_draws, difference_interval, mcnemar_exact, pair_runs
 
     everyone = list(groups) + ([baseline] if baseline is not None else [])
     attacks = sorted({a for g in everyone for r in g.runs for a in r.evals})
@@ -525,10 +525,14 @@ def paired_comparisons(groups: Sequence[Group], baseline: Group | None = None, d
             pairs = [(gi, len(everyone) - 1) for gi in range(len(groups)) if gi in found and len(everyone) - 1 in found]
         else:
             pairs = list(combinations(sorted(found), 2))
+        robust = {gi: np.stack([p.robust for _, p in found[gi]]) for gi in found}
+        # each group's bootstrap once (its runs from its own stream), paired by the shared image draws
+        boots = {gi: bootstrap_draws(robust[gi], first.label, first.num_classes, draws, seed=0, stream=gi + 1)
+                 for gi in {g for pair in pairs for g in pair}}
         for ia, ib in pairs:
             a, b = found[ia], found[ib]
-            ra, rb = np.stack([p.robust for _, p in a]), np.stack([p.robust for _, p in b])
-            boot = paired_bootstrap(ra, rb, first.label, first.num_classes, draws=draws)
+            ra, rb = robust[ia], robust[ib]
+            boot = difference_interval(boots[ia], boots[ib])
             tests = []
             for i, j in pair_runs([_seed(r) for r, _ in a], [_seed(r) for r, _ in b]):
                 only_a, only_b = int((ra[i] & ~rb[j]).sum()), int((~ra[i] & rb[j]).sum())

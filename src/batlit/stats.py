@@ -69,57 +69,79 @@ def class_accuracies(robust: np.ndarray, labels: np.ndarray, num_classes: int,
     onehot = np.eye(num_classes)[labels]                      # (n, K)
     w = np.ones((1, labels.size)) if weights is None else weights.astype(float)
     counts = w @ onehot                                       # (draws, K)
-    hits = np.einsum("dn,rn,nk->drk", w, robust.astype(float), onehot, optimize=True)
+    runs = robust.shape[0]
+    by_class = (robust.astype(float)[:, :, None] * onehot[None]).transpose(1, 0, 2).reshape(labels.size, -1)
+    hits = (w @ by_class).reshape(len(w), runs, num_classes)  # one matrix product: (draws, n) x (n, runs*K)
     with np.errstate(invalid="ignore", divide="ignore"):
         return hits / counts[:, None, :]
 
 
+def bootstrap_draws(robust: np.ndarray, labels: np.ndarray, num_classes: int, draws: int = 2000, seed: int = 0,
+                    stream: int = 0) -> dict[str, tuple[float, np.ndarray]]:
+    """One group's bootstrap distribution of its average and worst-class robust accuracy.
+
+    ``robust``: bool ``(runs, n)``, whether each image is robust under each of the group's runs (its
+    training seeds). Each draw resamples the n images with replacement from ``seed`` alone, so every
+    group drawn with the same ``seed`` (and n, draws) gets the same image draws: that is the pairing
+    of :func:`paired_bootstrap`. It also resamples the group's runs with replacement, from its own
+    ``stream`` (seeds are independent trainings). The statistic of a draw is the mean over the drawn
+    runs of the class-averaged (``avg``) or the lowest per-class (``worst``) robust accuracy on the
+    drawn images. Returns, per statistic, (the observed value, the ``draws`` bootstrap values).
+    """
+    robust = np.atleast_2d(robust).astype(bool)
+    labels = np.asarray(labels)
+    n, runs = labels.size, robust.shape[0]
+    if robust.shape[1] != n:
+        raise ValueError(f"per-image outcomes of {robust.shape[1]} images for {n} labels")
+    image_rng, run_rng = np.random.default_rng(seed), np.random.default_rng([seed, stream])
+
+    def stats(w: np.ndarray | None, chosen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        acc = class_accuracies(robust, labels, num_classes, w)  # (draws, runs, K)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class no draw holds: NaN, left out
+            avg, worst = np.nanmean(acc, axis=2), np.nanmin(acc, axis=2)  # (draws, runs)
+        if chosen is not None:  # each draw's resampled runs
+            avg, worst = np.take_along_axis(avg, chosen, 1), np.take_along_axis(worst, chosen, 1)
+        return avg.mean(1), worst.mean(1)
+
+    observed = stats(None, None)
+    values: list[list[np.ndarray]] = [[], []]
+    for start in range(0, draws, CHUNK):  # bounded memory: CHUNK x n image weights at a time
+        size = min(CHUNK, draws - start)
+        drawn = image_rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]  # n images with replacement
+        weights = np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)  # how often each is drawn
+        chosen = run_rng.integers(0, runs, size=(size, runs))
+        for i, v in enumerate(stats(weights, chosen)):
+            values[i].append(v)
+    return {key: (float(observed[i][0]), np.concatenate(values[i])) for i, key in enumerate(("avg", "worst"))}
+
+
+def difference_interval(a: dict[str, tuple[float, np.ndarray]], b: dict[str, tuple[float, np.ndarray]],
+                        level: float = 0.95) -> dict[str, dict[str, float]]:
+    """A − B from two :func:`bootstrap_draws` of the same images and seed: the observed difference
+    and the percentile interval of the paired differences, per statistic."""
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for key in ("avg", "worst"):
+        low, high = np.percentile(a[key][1] - b[key][1], [tail, 100 - tail])
+        out[key] = {"diff": a[key][0] - b[key][0], "low": float(low), "high": float(high)}
+    return out
+
+
 def paired_bootstrap(robust_a: np.ndarray, robust_b: np.ndarray, labels: np.ndarray, num_classes: int,
-                     draws: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, dict[str, float]]:
+                     draws: int = 2000, seed: int = 0, level: float = 0.95,
+                     streams: tuple[int, int] = (1, 2)) -> dict[str, dict[str, float]]:
     """Bootstrap intervals of A − B in average and worst-class robust accuracy (fractions).
 
     ``robust_a``: bool ``(runs_a, n)``, whether each image is robust under each run of group A (the
     runs: its training seeds), ``robust_b`` the same for group B, on the same ``n`` images in the
     same order with ``labels``. Each draw resamples the n images with replacement (one draw shared by
     both groups and all their runs: the pairing) and, independently per group, its runs with
-    replacement (seeds are independent trainings). A group's statistic is the mean over its drawn
-    runs of the class-averaged robust accuracy (``avg``) or of the lowest per-class robust accuracy
-    (``worst``), each computed on the drawn images. Returns, per statistic, the observed difference
-    and the percentile interval; seeded, so a report is reproducible.
+    replacement (:func:`bootstrap_draws`). Returns, per statistic (``avg``, ``worst``), the observed
+    difference and the percentile interval; seeded, so a report is reproducible.
     """
-    robust_a, robust_b = np.atleast_2d(robust_a).astype(bool), np.atleast_2d(robust_b).astype(bool)
-    labels = np.asarray(labels)
-    n = labels.size
-    if robust_a.shape[1] != n or robust_b.shape[1] != n:
-        raise ValueError(f"per-image outcomes of {robust_a.shape[1]} and {robust_b.shape[1]} images for {n} labels")
-    rng = np.random.default_rng(seed)
-
-    def stats(robust: np.ndarray, w: np.ndarray | None, runs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        acc = class_accuracies(robust, labels, num_classes, w)  # (draws, runs, K)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a class no draw holds: NaN, left out
-            avg, worst = np.nanmean(acc, axis=2), np.nanmin(acc, axis=2)  # (draws, runs)
-        if runs is not None:  # each draw's resampled runs
-            avg, worst = np.take_along_axis(avg, runs, 1), np.take_along_axis(worst, runs, 1)
-        return avg.mean(1), worst.mean(1)
-
-    observed_a, observed_b = stats(robust_a, None, None), stats(robust_b, None, None)
-    diffs: list[list[np.ndarray]] = [[], []]
-    for start in range(0, draws, CHUNK):  # bounded memory: CHUNK x n image weights at a time
-        size = min(CHUNK, draws - start)
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size)  # (size, n): how often each image is drawn
-        runs_a = rng.integers(0, robust_a.shape[0], size=(size, robust_a.shape[0]))
-        runs_b = rng.integers(0, robust_b.shape[0], size=(size, robust_b.shape[0]))
-        boot_a, boot_b = stats(robust_a, weights, runs_a), stats(robust_b, weights, runs_b)
-        for i in range(2):
-            diffs[i].append(boot_a[i] - boot_b[i])
-    tail = (1 - level) / 2 * 100
-    out = {}
-    for i, key in enumerate(("avg", "worst")):
-        diff = np.concatenate(diffs[i])
-        low, high = np.percentile(diff, [tail, 100 - tail])
-        out[key] = {"diff": float(observed_a[i][0] - observed_b[i][0]), "low": float(low), "high": float(high)}
-    return out
+    return difference_interval(bootstrap_draws(robust_a, labels, num_classes, draws, seed, streams[0]),
+                               bootstrap_draws(robust_b, labels, num_classes, draws, seed, streams[1]), level)
 
 
 def pair_runs(seeds_a: Sequence[object], seeds_b: Sequence[object]) -> list[tuple[int, int]]:
