@@ -105,3 +105,18 @@ def test_a_per_image_name_that_leaves_the_run_folder_is_refused(tmp_path, capsys
     (tmp_path / "a" / "eval_autoattack.json").write_text(json.dumps({**record, "per_image": "../x.npz"}))
     assert report_mod.main([str(tmp_path / "a"), "--out", str(tmp_path / "out"), "--no-figures"]) == 2
     assert "per_image='../x.npz'" in capsys.readouterr().err
+
+
+def test_a_per_image_file_that_would_inflate_beyond_its_images_is_refused(tmp_path, capsys):
+    """A small file whose arrays would inflate to far more than its JSON's 40 images need is refused
+    before numpy inflates it."""
+    import io
+
+    _fake_run(tmp_path / "a", "BAT", 0, np.ones(N, bool))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, index=np.zeros(20_000_000, np.int8))  # 20 MB of zeros, a few kB on disk
+    (tmp_path / "a" / "eval_autoattack.npz").write_bytes(buffer.getvalue())
+    assert len(buffer.getvalue()) < 2**20
+    assert report_mod.main([str(tmp_path / "a"), "--out", str(tmp_path / "out"), "--no-figures"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "would inflate to 20000" in err

@@ -298,6 +298,7 @@ def read_partial(path: Path, out_dir: Path, config: dict[str, Any], n_images: in
     import numpy as np
     import torch
 
+    from .reporting import read_npz
     from .safe_io import read_regular_bytes
 
     if not path.exists() and not path.is_symlink():
@@ -305,14 +306,13 @@ def read_partial(path: Path, out_dir: Path, config: dict[str, Any], n_images: in
     bound = 2**20 + 8 * n_images * (n_components + 3)  # int64 at most per value, and the header
     data = read_regular_bytes(path, inside=out_dir, max_bytes=bound)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = read_npz(data, bound)
         saved = json.loads(str(arrays["config"]))
         batches = int(arrays["batches"])
         label, clean, adv = arrays["label"], arrays["clean_pred"], arrays["adv_pred"]
     except Exception as err:  # truncated, foreign or hand-edited: say so, keep the file
-        raise ConfigError(f"{path}: not a partial evaluation batlit can read ({type(err).__name__}); "
-                          "delete it to start this evaluation again") from None
+        raise ConfigError(f"{path}: not a partial evaluation batlit can read ({type(err).__name__}: "
+                          f"{str(err)[:120]}); delete it to start this evaluation again") from None
     for key in config:
         if saved.get(key) != config[key]:
             raise ConfigError(f"{path}: a stopped evaluation with {key}={saved.get(key)!r}, this run has "

@@ -439,10 +439,9 @@ class PerImage:
 def read_per_image(run: Run, attack: str) -> PerImage | None:
     """The per-image file an eval JSON names, read as a bounded regular file inside the run folder;
     None when the JSON names none or the file is not there (results kept without their .npz)."""
-    import io
-
     import numpy as np
 
+    from .reporting import read_npz
     from .safe_io import UnsafeFileError, read_regular_bytes
 
     record = run.evals.get(attack) or {}
@@ -459,14 +458,15 @@ def read_per_image(run: Run, attack: str) -> PerImage | None:
     if not isinstance(n, int) or n < 1:
         raise ReportError(f"{run.path}: the {attack} evaluation's n_samples={n!r} is not a count of images")
     try:
-        data = read_regular_bytes(path, inside=run.path, max_bytes=2**20 + 8 * n * (len(components) + 3))
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            index, label, clean, adv = (z[k] for k in ("index", "label", "clean_pred", "adv_pred"))
-            fingerprint = json.loads(str(z["fingerprint"]))
+        bound = 2**20 + 8 * n * (len(components) + 3)  # int64 at most per value, names and fingerprint
+        z = read_npz(read_regular_bytes(path, inside=run.path, max_bytes=bound), bound)
+        index, label, clean, adv = (z[k] for k in ("index", "label", "clean_pred", "adv_pred"))
+        fingerprint = json.loads(str(z["fingerprint"]))
     except UnsafeFileError as err:
         raise ReportError(str(err)) from None
     except Exception as err:
-        raise ReportError(f"{path}: not a per-image file batlit can read ({type(err).__name__})") from None
+        raise ReportError(f"{path}: not a per-image file batlit can read ({type(err).__name__}: "
+                          f"{str(err)[:120]})") from None
     if not (index.shape == label.shape == clean.shape == (n,) and adv.shape == (len(components), n)):
         raise ReportError(f"{path}: its arrays do not fit the {n} images and {len(components)} components of "
                           f"{path.with_suffix('.json').name}")

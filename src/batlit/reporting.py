@@ -26,6 +26,23 @@ def results_to_json(results: Mapping[str, Tensor], class_names: Sequence[str]) -
     return out
 
 
+def read_npz(data: bytes, max_bytes: int) -> dict[str, Any]:
+    """The arrays of an ``.npz`` read from a run folder (per-image and partial evaluation files):
+    plain arrays only (``allow_pickle=False``), and the sizes the archive declares checked against
+    ``max_bytes`` before anything is inflated. ``ValueError`` for anything else."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        declared = sum(info.file_size for info in archive.infolist())
+    if declared > max_bytes:
+        raise ValueError(f"it would inflate to {declared} bytes, more than the {max_bytes} expected")
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def worst_interval(summary: Mapping[str, Any], class_names: Sequence[str], metric: str
                    ) -> tuple[str, int, int, float, float] | None:
     """(worst class, its errors k, its images n, Wilson 95% low, high) of ``<metric>_worst``, from the
