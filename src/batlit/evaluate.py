@@ -308,7 +308,7 @@ def read_partial(path: Path, out_dir: Path, config: dict[str, Any], n_images: in
     try:
         arrays = read_npz(data, bound)
         saved = json.loads(str(arrays["config"]))
-        batches = int(arrays["batches"])
+        batches, seconds = int(arrays["batches"]), float(arrays["seconds"])
         label, clean, adv = arrays["label"], arrays["clean_pred"], arrays["adv_pred"]
     except Exception as err:  # truncated, foreign or hand-edited: say so, keep the file
         raise ConfigError(f"{path}: not a partial evaluation batlit can read ({type(err).__name__}: "
@@ -322,7 +322,7 @@ def read_partial(path: Path, out_dir: Path, config: dict[str, Any], n_images: in
     if not (clean.shape == (m,) and adv.shape == (n_components, m) and m <= n_images and batches >= 0):
         raise ConfigError(f"{path}: its arrays do not fit {n_images} images and {n_components} components; "
                           "delete it to start this evaluation again")
-    return {"batches": batches, "label": torch.from_numpy(label.astype(np.int64)),
+    return {"batches": batches, "seconds": seconds, "label": torch.from_numpy(label.astype(np.int64)),
             "clean_pred": torch.from_numpy(clean.astype(np.int64)), "adv_pred": torch.from_numpy(adv.astype(np.int64))}
 
 
@@ -460,15 +460,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         import numpy as np
 
         atomic_write_bytes(partial_path, _npz_bytes(
-            batches=np.array(so_far["batches"]), label=so_far["label"].numpy(),
+            batches=np.array(so_far["batches"]), seconds=np.array(before + time.perf_counter() - start),
+            label=so_far["label"].numpy(),
             clean_pred=so_far["clean_pred"].numpy(), adv_pred=so_far["adv_pred"].numpy(),
             config=np.array(json.dumps(config, sort_keys=True))))
 
+    before = done["seconds"] if done else 0.0  # the stopped sessions' time: the JSON's seconds is the whole cost
     start = time.perf_counter()
     out = evaluate(model, loader, components, K, device, progress=cfg.progress_bar,
                    desc=f"{name} eps={eps:.4g}", precision=precision, seed=int(cfg.seed), done=done,
                    on_batch=save_partial)
-    seconds = time.perf_counter() - start
+    seconds = before + time.perf_counter() - start
     summary = results_to_json(out["results"], trained.class_names)
     record = {
         "ckpt": str(Path(cfg.ckpt).resolve()), "attack": attack_record,
