@@ -239,6 +239,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.n_samples is not None and (not isinstance(cfg.n_samples, int) or cfg.n_samples < 1):
         raise ConfigError(f"n_samples must be an integer >= 1 or null, got {cfg.n_samples!r}")
+    if not isinstance(cfg.get("eval_seed", 0), int) or isinstance(cfg.get("eval_seed", 0), bool) or cfg.get("eval_seed", 0) < 0:
+        raise ConfigError(f"eval_seed must be an integer >= 0, got {cfg.get('eval_seed')!r}")
     _check_attack(cfg)
     run = load_run(cfg.ckpt)
     for part, fraction in (("source", 20), ("target", 4)):  # null: from the run's threat model
@@ -252,7 +254,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
     dm = datamodule_for(run.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
-                        test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
+                        test_subset=cfg.n_samples, eval_seed=int(cfg.get("eval_seed", 0)),
+                        eval_batch_size=cfg.batch_size, num_workers=0)
     model = run.model.to(device)
     result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device,
                      progress=cfg.get("progress_bar", True))

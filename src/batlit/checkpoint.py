@@ -275,9 +275,15 @@ def keep_csv_history(loggers: list[Any], ckpt_path: str | Path) -> None:
         writer.metrics_keys = header  # new keys later rewrite the header; rows so far keep their columns
 
 
-def datamodule_for(config: DictConfig, root: str | None = None, download: bool = False, **overrides: Any):
+def datamodule_for(config: DictConfig, root: str | None = None, download: bool = False,
+                   eval_seed: int | None = None, **overrides: Any):
     """The run's DataModule (test split) from a checked stored config (batlit.registry.DATAMODULES),
     with data.* overrides such as eval batch size.
+
+    ``test_subset=N`` with ``eval_seed``: the evaluated images are a class-balanced subset drawn
+    from ``eval_seed`` alone (``data.test_subset_seed``), the same for every run on the same data
+    whatever its training seed; N beyond the test split is one ConfigError line (naming
+    ``n_samples``, the evaluation's key). Without ``eval_seed``: the run's own seeded stratified subset.
 
     A checkpoint does not choose where batlit writes: the cache folder is this machine's own
     (``cache_dir`` as stored is not used) and nothing is downloaded unless the caller says
@@ -288,6 +294,8 @@ def datamodule_for(config: DictConfig, root: str | None = None, download: bool =
     target = str(config.data._target_)
     if target not in DATAMODULES:
         raise ConfigError(f"ckpt: the run's data {target} is not one of batlit's data modules")
+    if eval_seed is not None:
+        overrides = {"test_subset_seed": int(eval_seed), **overrides}
     kwargs = {**_plain_kwargs(config.data), **overrides}
     if "cache_dir" in kwargs and "cache_dir" not in overrides:
         kwargs["cache_dir"] = None
@@ -299,8 +307,14 @@ def datamodule_for(config: DictConfig, root: str | None = None, download: bool =
         datamodule = DATAMODULES[target](**kwargs)
     except TypeError as err:
         raise ConfigError(f"ckpt: the run's data settings do not fit {target}: {err}") from err
+    from .data.base import SubsetTooLargeError
+
     datamodule.prepare_data()
-    datamodule.setup("test")
+    try:
+        datamodule.setup("test")
+    except SubsetTooLargeError as err:
+        raise ConfigError(f"n_samples={err.asked} is more than the {err.available} test images of {err.name} "
+                          "(n_samples=null evaluates all of them)") from None
     return datamodule
 
 

@@ -10,14 +10,19 @@ Attacks (config group ``attack`` in ``conf/evaluate/``):
 
 Only samples classified correctly so far are attacked by the next component (as AutoAttack does),
 so a sample counts as robust when it is right clean and under every component or restart — the
-robust error of docs/design.md §4. Writes ``eval_<attack>.json`` and ``eval_<attack>.csv`` beside the
-run's ``metrics.json``; ``batlit.report`` picks them up as extra columns. Everything runs in fp32;
+robust error of docs/design.md §4. Writes ``eval_<attack>.json``, ``eval_<attack>.csv`` and the
+per-image outcomes ``eval_<attack>.npz`` beside the run's ``metrics.json``; ``batlit.report`` picks
+them up as extra columns and paired comparisons. ``n_samples`` images are chosen class-balanced by
+``eval_seed``, not by the run's seed, so every run sees the same ones. A killed evaluation resumes
+from ``.eval_<attack>.partial.npz`` (docs/evaluation.md). Everything runs in fp32;
 ``precision=bf16`` runs it under bf16 autocast instead and writes ``eval_<attack>_bf16.*``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -73,6 +78,8 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"attack.restarts must be an integer >= 1, got {spec.restarts!r}")
     if spec.kind == "autoattack" and spec.get("version") not in AUTOATTACK_VERSIONS:
         raise ConfigError(f"attack.version must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {spec.get('version')!r}")
+    if not _is_int(cfg.get("eval_seed", 0)) or cfg.get("eval_seed", 0) < 0:
+        raise ConfigError(f"eval_seed must be an integer >= 0, got {cfg.get('eval_seed')!r}")
     if not isinstance(cfg.get("fold_batchnorm", True), bool):
         raise ConfigError(f"fold_batchnorm must be true or false, got {cfg.fold_batchnorm!r}")
     if cfg.get("precision", "fp32") not in EVAL_PRECISIONS:
@@ -117,130 +124,376 @@ def build_attack(spec: DictConfig, model, eps: float, num_classes: int, seed: in
     return [(_component_name(a), a) for a in parts]
 
 
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of batch ``batch``'s attack randomness (PGD's uniform start, any restarts): a function
+    of (seed, batch index) alone, so a resumed evaluation draws what an uninterrupted one draws."""
+    return (int(seed) * 1_000_003 + 7_919 * (int(batch) + 1)) % (2**63)
+
+
 def evaluate(model, loader, components: list[tuple[str, Attack]], num_classes: int, device,
-             progress: bool = True, desc: str = "", precision: str = "fp32") -> dict[str, Any]:
+             progress: bool = True, desc: str = "", precision: str = "fp32", seed: int | None = None,
+             done: dict[str, Any] | None = None, on_batch: Callable[[int, dict[str, Any]], None] | None = None
+             ) -> dict[str, Any]:
     """Clean and attacked predictions of every test image; per-class counts after each component.
 
     ``precision``: ``fp32`` runs everything without autocast, whatever surrounds the call;
     ``bf16`` expects ``model`` (and the attacks' model) wrapped in :class:`batlit.attacks.AutocastLogits`.
+
+    Per image, ``clean_pred`` and ``adv_pred`` (one row per component): a component attacks only the
+    images still classified correctly, and an image it does not attack keeps the prediction it had
+    before (the previous component's, or the clean one), so ``adv_pred[c] == label`` says whether
+    the image is robust after components 0..c.
+
+    ``seed``: before batch b the global torch RNG is seeded with :func:`batch_seed` (seed, b), so each
+    batch's randomness does not depend on the batches before it. ``done``: the per-image predictions
+    of the first ``done["batches"]`` batches (a resumed run); those batches are skipped. ``on_batch``:
+    called after each new batch with its index and the predictions so far (CPU tensors).
     """
     import torch
     from tqdm.auto import tqdm
 
     from .attacks import attack_precision
-    from .metrics import ClassWiseRobustness
     from .models.fold import folded_batchnorm
 
-    metric = ClassWiseRobustness(num_classes).to(device)
-    robust_after = torch.zeros(len(components), num_classes, dtype=torch.long, device=device)
-    correct_clean = torch.zeros(num_classes, dtype=torch.long, device=device)
-    seen = 0
-    bar = tqdm(loader, desc=desc, disable=not progress, unit="batch", dynamic_ncols=True)
+    C = len(components)
+    skip = int(done["batches"]) if done else 0
+    labels = [done["label"]] if done else []
+    cleans = [done["clean_pred"]] if done else []
+    advs = [done["adv_pred"]] if done else []
+    seen = sum(len(v) for v in labels)
+    correct_clean = sum(int((c == y).sum()) for c, y in zip(cleans, labels))
+    robust_last = sum(int((a[-1] == y).sum()) for a, y in zip(advs, labels)) if C else correct_clean
+    bar = tqdm(loader, desc=desc, disable=not progress, unit="batch", dynamic_ncols=True, initial=0)
     # eval mode and fixed weights throughout: BatchNorm folded once for every attack component,
     # torchattacks' included (model.fold_batchnorm, batlit.models.fold)
     with folded_batchnorm(model):
-        for x, y in bar:
+        for b, (x, y) in enumerate(bar):
+            if b < skip:  # done before the run was stopped: its predictions came from the partial file
+                continue
+            if seed is not None:
+                torch.manual_seed(batch_seed(seed, b))
             x, y = x.to(device), y.to(device)
             with attack_precision("fp32" if precision == "fp32" else "inherit", device.type):
                 with torch.no_grad():
                     clean = model(x).argmax(1)
-                adv = clean.clone()
+                adv = torch.empty(C, len(y), dtype=clean.dtype, device=device)
+                current = clean.clone()
                 robust = clean == y  # only samples still right are attacked further (AutoAttack's rule)
-                correct_clean.scatter_add_(0, y, robust.long())  # no host sync, unlike bincount of y[robust]
                 for i, (_, attack) in enumerate(components):
                     idx = robust.nonzero().squeeze(1)
                     if len(idx):
                         x_adv = attack(x[idx], y[idx])
                         with torch.no_grad():
                             pred = model(x_adv).argmax(1)
-                        adv[idx] = pred
+                        current[idx] = pred
                         robust[idx] = pred == y[idx]
-                    robust_after[i].scatter_add_(0, y, robust.long())
-            metric.update(clean, adv, y)
+                    adv[i] = current
+            # one copy to the host per batch, after its attacks: the partial file and the counts
+            labels.append(y.cpu())
+            cleans.append(clean.cpu())
+            advs.append(adv.cpu())
             seen += len(y)
+            correct_clean += int((cleans[-1] == labels[-1]).sum())
+            robust_last = robust_last + int((advs[-1][-1] == labels[-1]).sum()) if C else correct_clean
+            if on_batch is not None:
+                on_batch(b, {"batches": b + 1, "label": torch.cat(labels), "clean_pred": torch.cat(cleans),
+                             "adv_pred": torch.cat(advs, 1)})
             if progress:
-                bar.set_postfix(clean=f"{float(correct_clean.sum()) / seen:.3f}",
-                                robust=f"{float(robust_after[-1].sum() if components else correct_clean.sum()) / seen:.3f}")
+                bar.set_postfix(clean=f"{correct_clean / max(seen, 1):.3f}", robust=f"{robust_last / max(seen, 1):.3f}")
+    label = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    clean_pred = torch.cat(cleans) if cleans else torch.zeros(0, dtype=torch.long)
+    adv_pred = torch.cat(advs, 1) if advs else torch.zeros(C, 0, dtype=torch.long)
+    return {**outcome_counts(label, clean_pred, adv_pred, num_classes, [n for n, _ in components]),
+            "label": label, "clean_pred": clean_pred, "adv_pred": adv_pred}
+
+
+def outcome_counts(label, clean_pred, adv_pred, num_classes: int, names: list[str]) -> dict[str, Any]:
+    """The class-wise results and the robust accuracy after each component, from per-image
+    predictions alone (so a resumed evaluation counts exactly what an uninterrupted one does)."""
+    import torch
+
+    from .metrics import ClassWiseRobustness
+
+    label, clean_pred, adv_pred = label.long(), clean_pred.long(), adv_pred.long()
+    metric = ClassWiseRobustness(num_classes)
+    metric.update(clean_pred, adv_pred[-1] if len(names) else clean_pred, label)
     results = {k: v.cpu() for k, v in metric.compute().items()}
     total = results["count_per_class"].clamp(min=1).double()
-    return {"results": results,
-            "robust_after": [(name, (robust_after[i].cpu() / total).tolist(), float(robust_after[i].sum()) / seen)
-                             for i, (name, _) in enumerate(components)]}
+    seen = max(len(label), 1)
+    robust_after = []
+    for i, name in enumerate(names):
+        per_class = torch.zeros(num_classes, dtype=torch.long).scatter_add_(0, label, (adv_pred[i] == label).long())
+        robust_after.append((name, (per_class / total).tolist(), float(per_class.sum()) / seen))
+    return {"results": results, "robust_after": robust_after}
 
 
 def write_csv(path: Path, summary: dict[str, Any], class_names: list[str]) -> None:
     """One row per class, then avg and worst: accuracies and errors in %."""
+    from .safe_io import atomic_write_text
+
     def pct(v: float | None) -> str:
         return "" if v is None else f"{100 * v:.2f}"
 
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class", "n", "clean_acc", "robust_acc", "std_error", "bndy_error", "rob_error"])
-        for i, name in enumerate(class_names):
-            std, bndy, rob = (summary[f"{k}_per_class"][i] for k in ("std", "bndy", "rob"))
-            w.writerow([name, summary["count_per_class"][i], pct(None if std is None else 1 - std),
-                        pct(None if rob is None else 1 - rob), pct(std), pct(bndy), pct(rob)])
-        w.writerow(["avg", sum(summary["count_per_class"]), pct(1 - summary["std_avg"]),
-                    pct(1 - summary["rob_avg"]), pct(summary["std_avg"]), pct(summary["bndy_avg"]),
-                    pct(summary["rob_avg"])])
-        w.writerow(["worst", "", pct(1 - summary["std_worst"]), pct(1 - summary["rob_worst"]),
-                    pct(summary["std_worst"]), pct(summary["bndy_worst"]), pct(summary["rob_worst"])])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["class", "n", "clean_acc", "robust_acc", "std_error", "bndy_error", "rob_error"])
+    for i, name in enumerate(class_names):
+        std, bndy, rob = (summary[f"{k}_per_class"][i] for k in ("std", "bndy", "rob"))
+        w.writerow([name, summary["count_per_class"][i], pct(None if std is None else 1 - std),
+                    pct(None if rob is None else 1 - rob), pct(std), pct(bndy), pct(rob)])
+    w.writerow(["avg", sum(summary["count_per_class"]), pct(1 - summary["std_avg"]),
+                pct(1 - summary["rob_avg"]), pct(summary["std_avg"]), pct(summary["bndy_avg"]),
+                pct(summary["rob_avg"])])
+    w.writerow(["worst", "", pct(1 - summary["std_worst"]), pct(1 - summary["rob_worst"]),
+                pct(summary["std_worst"]), pct(summary["bndy_worst"]), pct(summary["rob_worst"])])
+    atomic_write_text(path, f.getvalue())
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def subset_fingerprint(index, label, n_samples: int | None, eval_seed: int | None) -> dict[str, Any]:
+    """What says two evaluations saw the same images: their count, the rule and seed that chose them,
+    and a hash of their indices in the test split and their labels (int64 each, in evaluation order;
+    the labels tell apart test splits that are drawn per seed, such as data=synthetic's)."""
+    import numpy as np
+
+    index, label = np.asarray(index, dtype=np.int64), np.asarray(label, dtype=np.int64)
+    return {"n_samples": int(index.size), "subset": "all" if n_samples is None else "class-balanced",
+            "eval_seed": None if n_samples is None else int(eval_seed),
+            "indices_sha256": hashlib.sha256(index.tobytes() + label.tobytes()).hexdigest()}
+
+
+def _npz_bytes(**arrays: Any) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def per_image_arrays(index, out: dict[str, Any], names: list[str], fingerprint: dict[str, Any],
+                     num_classes: int) -> dict[str, Any]:
+    """The per-image file's arrays (docs/evaluation.md, "Per-image outcomes")."""
+    import numpy as np
+
+    small = np.int16 if num_classes < 2**15 else np.int32  # class indices: compact
+    return {"index": np.asarray(index, dtype=np.int64), "label": out["label"].numpy().astype(small),
+            "clean_pred": out["clean_pred"].numpy().astype(small), "adv_pred": out["adv_pred"].numpy().astype(small),
+            "components": np.array(names, dtype=str), "fingerprint": np.array(json.dumps(fingerprint, sort_keys=True))}
+
+
+def read_partial(path: Path, out_dir: Path, config: dict[str, Any], n_images: int, n_components: int
+                 ) -> dict[str, Any] | None:
+    """The predictions a stopped run of this same evaluation left in ``path``, or None without one.
+
+    A partial file of another evaluation (another checkpoint, attack, subset, batch size, ...) is
+    refused in one line naming the first setting that differs: deleting it is the user's choice,
+    since it may hold hours of work."""
+    import numpy as np
+    import torch
+
+    from .reporting import read_npz
+    from .safe_io import read_regular_bytes
+
+    if not path.exists() and not path.is_symlink():
+        return None
+    bound = 2**20 + 8 * n_images * (n_components + 3)  # int64 at most per value, and the header
+    data = read_regular_bytes(path, inside=out_dir, max_bytes=bound)
+    try:
+        arrays = read_npz(data, bound)
+        saved = json.loads(str(arrays["config"]))
+        batches, seconds = int(arrays["batches"]), float(arrays["seconds"])
+        label, clean, adv = arrays["label"], arrays["clean_pred"], arrays["adv_pred"]
+    except Exception as err:  # truncated, foreign or hand-edited: say so, keep the file
+        raise ConfigError(f"{path}: not a partial evaluation batlit can read ({type(err).__name__}: "
+                          f"{str(err)[:120]}); delete it to start this evaluation again") from None
+    for key in config:
+        if saved.get(key) != config[key]:
+            raise ConfigError(f"{path}: a stopped evaluation with {key}={saved.get(key)!r}, this run has "
+                              f"{key}={config[key]!r}; rerun with its settings to finish it, or delete the "
+                              "file to start again")
+    m = label.shape[0]
+    if not (clean.shape == (m,) and adv.shape == (n_components, m) and m <= n_images and batches >= 0):
+        raise ConfigError(f"{path}: its arrays do not fit {n_images} images and {n_components} components; "
+                          "delete it to start this evaluation again")
+    return {"batches": batches, "seconds": seconds, "label": torch.from_numpy(label.astype(np.int64)),
+            "clean_pred": torch.from_numpy(clean.astype(np.int64)), "adv_pred": torch.from_numpy(adv.astype(np.int64))}
+
+
+def _work(attack: Any) -> tuple[int, int] | None:
+    """(gradient steps, forward-only queries) one image costs a component at most, read from the
+    attack object's own settings (batlit's PGD, pyautoattack's and torchattacks' classes), or None
+    when it names none of them."""
+    for obj in (attack, getattr(attack, "attack", None), getattr(attack, "__self__", None),
+                getattr(attack, "func", None)):
+        if obj is None:
+            continue
+        settings = getattr(obj, "kwargs", None)
+        restarts = int(getattr(obj, "n_restarts", 1) or 1)
+        targets = int(getattr(obj, "n_target_classes", 1) or 1) if (
+            getattr(obj, "targeted", False) or getattr(obj, "multi_targeted", False)
+            or type(obj).__name__ in ("APGDAttack_targeted", "APGDT")) else 1
+        if getattr(obj, "n_queries", None) is not None:
+            return 0, int(obj.n_queries) * restarts
+        steps = getattr(obj, "n_iter", None) or getattr(obj, "steps", None) or (
+            settings.get("steps") if isinstance(settings, dict) else None)
+        if steps is not None:
+            return int(steps) * restarts * targets, 0
+    return None
+
+
+def estimate(model, x, y, components: list[tuple[str, Attack]], n_images: int, device, precision: str
+             ) -> tuple[float | None, str]:
+    """An upper bound on the evaluation's seconds, said before it starts (as batlit.train does).
+
+    One timed probe on one batch: a forward and backward to the input (an attack step) and a forward
+    alone (a query), each run twice, the second timed; times each component's steps and queries per
+    image (:func:`_work`) and the number of images. It assumes every image reaches every component;
+    the later components attack only the images still robust, so the run is usually shorter."""
+    import torch
+
+    from .attacks import attack_precision
+    from .models.fold import folded_batchnorm
+
+    work = [(name, _work(attack)) for name, attack in components]
+    if not components:
+        return None, ""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    x, y = x.to(device), y.to(device)
+
+    def step() -> None:
+        xg = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(xg), y).backward(inputs=[xg])
+
+    def query() -> None:
+        with torch.no_grad():
+            model(x)
+
+    times = {}
+    with folded_batchnorm(model), attack_precision("fp32" if precision == "fp32" else "inherit", device.type):
+        for name, fn in (("step", step), ("query", query)):
+            fn()
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name] = (time.perf_counter() - start) / len(x)
+    known = [(n, w) for n, w in work if w is not None]
+    total = sum((w[0] * times["step"] + w[1] * times["query"]) * n_images for _, w in known)
+    parts = ", ".join(f"{n} {w[0]} steps" if w[0] else f"{n} {w[1]} queries" for n, w in known)
+    unknown = [n for n, w in work if w is None]
+    detail = f"per image at most: {parts}" + (f"; {', '.join(unknown)} not counted" if unknown else "")
+    return total, detail
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)  # before the heavy imports
     spec, name = cfg.attack, attack_name()
     import lightning as L
+    import torch
 
     from . import __version__
     from .checkpoint import datamodule_for, load_run
+    from .cost import _span
     from .reporting import format_table, results_to_json
+    from .safe_io import atomic_write_bytes, atomic_write_text, check_out_dir
 
     trained = load_run(cfg.ckpt)
     eps = float(cfg.eps if cfg.eps is not None else trained.config.attack.eps)
     if eps <= 0 and spec.kind != "none":  # a run trained with attack.eps=0 and no eps= given
         raise ConfigError(f"eps: the run at '{cfg.ckpt}' has attack.eps={eps}; give eps=<value> > 0 or attack=clean")
+    eval_seed = int(cfg.get("eval_seed", 0))
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
+    # the images: chosen by eval_seed alone, whatever seed the run was trained with; n_samples beyond
+    # the test split is one line here, before the model moves or any attack runs
     dm = datamodule_for(trained.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
-                        test_subset=cfg.n_samples, eval_batch_size=cfg.batch_size, num_workers=0)
+                        test_subset=cfg.n_samples, eval_seed=eval_seed, eval_batch_size=cfg.batch_size, num_workers=0)
+    index = dm.test_index.numpy()
+    fingerprint = subset_fingerprint(index, dm.test_y.numpy(), cfg.n_samples, eval_seed)
+    precision = str(cfg.get("precision", "fp32"))
+    stem = f"eval_{name}" + ("" if precision == "fp32" else f"_{precision}")  # a bf16 run keeps the fp32 files
+    out_dir = check_out_dir(Path(cfg.out_dir))
+    json_path, csv_path, npz_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv", out_dir / f"{stem}.npz"
+    partial_path = out_dir / f".{stem}.partial.npz"
+    attack_record = {"name": name, "eps": eps, **OmegaConf.to_container(spec, resolve=True)}
+    # everything the predictions depend on: a partial file from any other evaluation is refused
+    config = {"ckpt_sha256": _sha256_file(Path(cfg.ckpt)), "attack": attack_record, "seed": int(cfg.seed),
+              "batch_size": int(cfg.batch_size), "precision": precision, "device": device.type,
+              "fold_batchnorm": bool(cfg.get("fold_batchnorm", True)), "subset": fingerprint,
+              "batlit_version": __version__}
     from .models.fold import set_batchnorm_folding
 
     model = set_batchnorm_folding(trained.model.to(device), bool(cfg.get("fold_batchnorm", True)))
-    precision = str(cfg.get("precision", "fp32"))
     if precision == "bf16":  # every forward in bf16, logits back in fp32 for the attacks' losses
         from .attacks import AutocastLogits
 
         model = AutocastLogits(model)
     K = len(trained.class_names)
     components = build_attack(spec, model, eps, K, cfg.seed)
+    names = [n for n, _ in components]
+    done = read_partial(partial_path, out_dir, config, len(index), len(components))
+    loader = dm.test_dataloader()
+    n_batches = len(loader)
+    if done is not None:
+        m = len(done["label"])
+        if m != min(done["batches"] * int(cfg.batch_size), len(index)) or not torch.equal(done["label"], dm.test_y[:m]):
+            raise ConfigError(f"{partial_path}: its labels are not those of this evaluation's first {m} images; "
+                              "delete it to start again")
+        print(f"batlit: resuming {name} from {partial_path.name}: {done['batches']} of {n_batches} batches "
+              f"({len(done['label'])} of {len(index)} images) done before it stopped")
+    left = len(index) - (len(done["label"]) if done else 0)
+    if left and components:
+        probe = min(len(index), int(cfg.batch_size))
+        seconds, detail = estimate(model, dm.test_x[:probe].float().div(255), dm.test_y[:probe], components, left,
+                                   device, precision)
+        print(f"batlit: estimated at most {_span(seconds)} for {name} on {left} images on {device} ({detail}; "
+              "timed on one batch; the later components attack only the images still robust)")
+
+    def save_partial(b: int, so_far: dict[str, Any]) -> None:
+        import numpy as np
+
+        atomic_write_bytes(partial_path, _npz_bytes(
+            batches=np.array(so_far["batches"]), seconds=np.array(before + time.perf_counter() - start),
+            label=so_far["label"].numpy(),
+            clean_pred=so_far["clean_pred"].numpy(), adv_pred=so_far["adv_pred"].numpy(),
+            config=np.array(json.dumps(config, sort_keys=True))))
+
+    before = done["seconds"] if done else 0.0  # the stopped sessions' time: the JSON's seconds is the whole cost
     start = time.perf_counter()
-    out = evaluate(model, dm.test_dataloader(), components, K, device, progress=cfg.progress_bar,
-                   desc=f"{name} eps={eps:.4g}", precision=precision)
-    seconds = time.perf_counter() - start
+    out = evaluate(model, loader, components, K, device, progress=cfg.progress_bar,
+                   desc=f"{name} eps={eps:.4g}", precision=precision, seed=int(cfg.seed), done=done,
+                   on_batch=save_partial)
+    seconds = before + time.perf_counter() - start
     summary = results_to_json(out["results"], trained.class_names)
     record = {
-        "ckpt": str(Path(cfg.ckpt).resolve()), "attack": {"name": name, "eps": eps,
-                                                         **OmegaConf.to_container(spec, resolve=True)},
-        "n_samples": int(sum(summary["count_per_class"])), "class_names": trained.class_names,
+        "ckpt": str(Path(cfg.ckpt).resolve()), "attack": attack_record,
+        "n_samples": int(sum(summary["count_per_class"])), "eval_seed": fingerprint["eval_seed"],
+        "subset": fingerprint, "per_image": npz_path.name, "class_names": trained.class_names,
         "seed": cfg.seed, "device": str(device), "precision": precision,
-        "fold_batchnorm": bool(cfg.get("fold_batchnorm", True)), "seconds": round(seconds, 2), "batlit_version": __version__,
+        "fold_batchnorm": bool(cfg.get("fold_batchnorm", True)), "seconds": round(seconds, 2),
+        "resumed_batches": done["batches"] if done else 0, "batlit_version": __version__,
         "components": [{"name": n, "robust_acc": acc, "robust_acc_per_class": per}
                        for n, per, acc in out["robust_after"]],
         **summary,
     }
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"eval_{name}" + ("" if precision == "fp32" else f"_{precision}")  # a bf16 run keeps the fp32 files
-    json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
-    json_path.write_text(json.dumps(record, indent=2))
+    atomic_write_bytes(npz_path, _npz_bytes(**per_image_arrays(index, out, names, fingerprint, K)))
+    atomic_write_text(json_path, json.dumps(record, indent=2))
     write_csv(csv_path, summary, trained.class_names)
-    names = " → ".join(n for n, _ in components) or "no attack"
-    print(f"\n{name}: {names}, eps={eps:.4g}; errors in %, {record['n_samples']} test images, {seconds:.1f} s")
-    print(format_table(summary, trained.class_names))
+    if partial_path.is_file():  # this evaluation's own: written above, or checked to be this one's (read_partial)
+        partial_path.unlink()
+    shown = " → ".join(names) or "no attack"
+    print(f"\n{name}: {shown}, eps={eps:.4g}; errors in %, {record['n_samples']} test images, {seconds:.1f} s")
+    print(format_table(summary, trained.class_names, intervals=True))
     for c in record["components"]:
         print(f"  robust accuracy after {c['name']:<22} {100 * c['robust_acc']:6.2f}%")
-    print(f"\nOutputs written to {out_dir}\n  {json_path}\n  {csv_path}")
+    print(f"\nOutputs written to {out_dir}\n  {json_path}\n  {csv_path}\n  {npz_path}")
     return record
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .reporting import METRICS
+from .safe_io import atomic_write_text
 
 # Config keys that say where or how a run was executed, not what was trained.
 IGNORED_PREFIXES = ("paths.", "logger.", "hydra.", "objective.")
@@ -392,6 +393,185 @@ def noise_note(runs: Sequence[Run]) -> str:
             + "; ".join(parts) + ".")
 
 
+def _sources(runs: Sequence[Run]) -> list[tuple[str, str | None]]:
+    """(title, attack) of each evaluation the runs hold: the test split (attack None) first."""
+    return [("test split", None)] + [(a, a) for a in sorted({a for r in runs for a in r.evals})]
+
+
+def worst_class_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    """One row per run: for the test split and each evaluation, its worst class by robust error, the
+    class's images and its 95% Wilson interval over them (markdown cells and CSV records)."""
+    from .reporting import worst_interval
+
+    sources = _sources([r for g in groups for r in g.runs])
+    header = ["Method", "Run", *(f"{title} worst Rob" for title, _ in sources)]
+    rows, records = [], []
+    for g in groups:
+        for r in g.runs:
+            row = [g.label, _shown(r.path)]
+            for title, attack in sources:
+                summary = r.metrics if attack is None else r.evals.get(attack)
+                names = (summary or {}).get("class_names") or r.metrics.get("class_names") or []
+                found = worst_interval(summary, names, "rob") if summary else None
+                if found is None:
+                    row.append("-")
+                    continue
+                name, k, n, low, high = found
+                row.append(f"{100 * k / n:.2f} [{100 * low:.2f}, {100 * high:.2f}] ({name}, n={n})")
+                records.append({"method": g.label, "run": _shown(r.path), "evaluation": title, "class": name,
+                                "n": n, "rob_errors": k, "rob_error": k / n, "wilson_low": low, "wilson_high": high})
+            rows.append(row)
+    return header, rows, records
+
+
+@dataclass
+class PerImage:
+    """One evaluation's per-image outcomes (``eval_<attack>.npz``, docs/evaluation.md)."""
+
+    path: Path
+    index: Any            # int64 (n,): each image's index in the test split
+    label: Any            # (n,)
+    robust: Any           # bool (n,): right clean and after every component
+    fingerprint: dict[str, Any]
+    num_classes: int
+
+
+def read_per_image(run: Run, attack: str) -> PerImage | None:
+    """The per-image file an eval JSON names, read as a bounded regular file inside the run folder;
+    None when the JSON names none or the file is not there (results kept without their .npz)."""
+    import numpy as np
+
+    from .reporting import read_npz
+    from .safe_io import UnsafeFileError, read_regular_bytes
+
+    record = run.evals.get(attack) or {}
+    name = record.get("per_image")
+    if name is None:
+        return None
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npz"):
+        raise ReportError(f"{run.path}: the {attack} evaluation names per_image={str(name)[:80]!r}, not a .npz file "
+                          "beside it")
+    path = run.path / name
+    if not path.exists() and not path.is_symlink():
+        return None
+    n, components = record.get("n_samples"), record.get("components") or []
+    if not isinstance(n, int) or n < 1:
+        raise ReportError(f"{run.path}: the {attack} evaluation's n_samples={n!r} is not a count of images")
+    try:
+        bound = 2**20 + 8 * n * (len(components) + 3)  # int64 at most per value, names and fingerprint
+        z = read_npz(read_regular_bytes(path, inside=run.path, max_bytes=bound), bound)
+        index, label, clean, adv = (z[k] for k in ("index", "label", "clean_pred", "adv_pred"))
+        fingerprint = json.loads(str(z["fingerprint"]))
+    except UnsafeFileError as err:
+        raise ReportError(str(err)) from None
+    except Exception as err:
+        raise ReportError(f"{path}: not a per-image file batlit can read ({type(err).__name__}: "
+                          f"{str(err)[:120]})") from None
+    if not (index.shape == label.shape == clean.shape == (n,) and adv.shape == (len(components), n)):
+        raise ReportError(f"{path}: its arrays do not fit the {n} images and {len(components)} components of "
+                          f"{path.with_suffix('.json').name}")
+    robust = (adv[-1] == label) if len(components) else (clean == label)
+    return PerImage(path, index.astype(np.int64), label.astype(np.int64), robust.astype(bool), fingerprint,
+                    len(record.get("class_names") or run.metrics.get("class_names") or []) or int(label.max()) + 1)
+
+
+def _seed(run: Run) -> Any:
+    return run.metrics.get("seed", run.config.get("seed"))
+
+
+def paired_comparisons(groups: Sequence[Group], baseline: Group | None = None, draws: int = 2000
+                       ) -> list[dict[str, Any]]:
+    """Two groups of runs compared on the same images, per evaluation that both have per-image files
+    for: each group against the baseline (``--baseline``), else every pair of groups.
+
+    - McNemar's exact test (:func:`batlit.stats.mcnemar_exact`) on each pair of runs, paired by seed
+      where both groups have it (:func:`batlit.stats.pair_runs`): images robust under one run only.
+    - A paired bootstrap (:func:`batlit.stats.paired_bootstrap`) over the images and, where a group
+      has several runs, over its runs: the difference A − B in average and worst-class robust accuracy
+      with its 95% interval.
+
+    Every per-image file of one evaluation must come from the same images (its fingerprint: count,
+    eval_seed, hash of indices and labels); one from another subset is a ReportError naming both files.
+    """
+    from itertools import combinations
+
+    import numpy as np
+
+    from .stats import bootstrap_draws, difference_interval, mcnemar_exact, pair_runs
+
+    everyone = list(groups) + ([baseline] if baseline is not None else [])
+    attacks = sorted({a for g in everyone for r in g.runs for a in r.evals})
+    out = []
+    for attack in attacks:
+        found: dict[int, list[tuple[Run, PerImage]]] = {}
+        first: PerImage | None = None
+        for gi, g in enumerate(everyone):
+            for r in g.runs:
+                p = read_per_image(r, attack)
+                if p is None:
+                    continue
+                if first is None:
+                    first = p
+                elif p.fingerprint != first.fingerprint or not np.array_equal(p.index, first.index) \
+                        or not np.array_equal(p.label, first.label):
+                    raise ReportError(f"per-image files of {attack} from different test images: {first.path} "
+                                      f"({_subset_words(first.fingerprint)}) and {p.path} "
+                                      f"({_subset_words(p.fingerprint)}); paired comparisons need the same test "
+                                      "split, n_samples and eval_seed")
+                found.setdefault(gi, []).append((r, p))
+        if first is None:
+            continue
+        if baseline is not None:
+            pairs = [(gi, len(everyone) - 1) for gi in range(len(groups)) if gi in found and len(everyone) - 1 in found]
+        else:
+            pairs = list(combinations(sorted(found), 2))
+        robust = {gi: np.stack([p.robust for _, p in found[gi]]) for gi in found}
+        # each group's bootstrap once (its runs from its own stream), paired by the shared image draws
+        boots = {gi: bootstrap_draws(robust[gi], first.label, first.num_classes, draws, seed=0, stream=gi + 1)
+                 for gi in {g for pair in pairs for g in pair}}
+        for ia, ib in pairs:
+            a, b = found[ia], found[ib]
+            ra, rb = robust[ia], robust[ib]
+            boot = difference_interval(boots[ia], boots[ib])
+            tests = []
+            for i, j in pair_runs([_seed(r) for r, _ in a], [_seed(r) for r, _ in b]):
+                only_a, only_b = int((ra[i] & ~rb[j]).sum()), int((~ra[i] & rb[j]).sum())
+                tests.append({"seed_a": _seed(a[i][0]), "seed_b": _seed(b[j][0]), "only_a": only_a,
+                              "only_b": only_b, "p": mcnemar_exact(only_a, only_b)})
+            out.append({"attack": attack, "a": everyone[ia].label, "b": "baseline" if baseline is not None
+                        and ib == len(everyone) - 1 else everyone[ib].label, "images": int(first.label.size),
+                        "runs_a": len(a), "runs_b": len(b), "boot": boot, "mcnemar": tests})
+    return out
+
+
+def _subset_words(fingerprint: dict[str, Any]) -> str:
+    return (f"{fingerprint.get('n_samples')} images, {fingerprint.get('subset')}, eval_seed "
+            f"{fingerprint.get('eval_seed')}, indices {str(fingerprint.get('indices_sha256'))[:12]}")
+
+
+def paired_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
+    """Markdown cells and CSV records of :func:`paired_comparisons` (differences in points)."""
+    header = ["Evaluation", "A", "B", "Images", "Runs A/B", "Δ Avg Rob acc (A−B) [95% CI]",
+              "Δ Worst Rob acc (A−B) [95% CI]", "McNemar: only A / only B, p"]
+    rows, records = [], []
+    for c in comparisons:
+        cells = [f"{100 * c['boot'][k]['diff']:+.2f} [{100 * c['boot'][k]['low']:+.2f}, {100 * c['boot'][k]['high']:+.2f}]"
+                 for k in ("avg", "worst")]
+        seeds = len(c["mcnemar"]) > 1 or c["runs_a"] > 1 or c["runs_b"] > 1
+        tests = "; ".join((f"seed {t['seed_a']}" + (f"/{t['seed_b']}" if t["seed_b"] != t["seed_a"] else "") + ": "
+                           if seeds else "") + f"{t['only_a']}/{t['only_b']}, p={t['p']:.3g}" for t in c["mcnemar"])
+        rows.append([c["attack"], c["a"], c["b"], str(c["images"]), f"{c['runs_a']}/{c['runs_b']}", *cells, tests])
+        record = {"evaluation": c["attack"], "a": c["a"], "b": c["b"], "images": c["images"],
+                  "runs_a": c["runs_a"], "runs_b": c["runs_b"]}
+        for k in ("avg", "worst"):
+            record.update({f"rob_{k}_acc_diff": c["boot"][k]["diff"], f"rob_{k}_acc_diff_low": c["boot"][k]["low"],
+                           f"rob_{k}_acc_diff_high": c["boot"][k]["high"]})
+        record["mcnemar"] = ";".join(f"{t['seed_a']}/{t['seed_b']}:{t['only_a']}/{t['only_b']}:{t['p']:.6g}"
+                                     for t in c["mcnemar"])
+        records.append(record)
+    return header, rows, records
+
+
 def study_wall_seconds(groups: Sequence[Group]) -> tuple[float, int, int]:
     """(seconds, runs with a recorded wall time, runs): every run's training, validation and test
     wall time plus every evaluation's, summed over the report's runs."""
@@ -469,8 +649,38 @@ def plot_source_target(found: Sequence[tuple[str, dict[str, Any]]], path: Path) 
     plt.close(fig)
 
 
+def _wilson_columns(groups: Sequence[Group], records: list[dict[str, Any]]) -> None:
+    """report.csv: per group and evaluation, the images of the worst class (the fewest over its runs)
+    and, for a group of one run, that class's 95% Wilson interval (worst_class.csv has every run's)."""
+    from .reporting import worst_interval
+
+    sources = _sources([r for g in groups for r in g.runs])
+    for g, record in zip(groups, records):
+        for _, attack in sources:
+            prefix = "" if attack is None else f"{attack}_"
+            found = []
+            for r in g.runs:
+                summary = r.metrics if attack is None else r.evals.get(attack)
+                names = (summary or {}).get("class_names") or r.metrics.get("class_names") or []
+                found.append(worst_interval(summary, names, "rob") if summary else None)
+            if any(found):
+                record[f"{prefix}rob_worst_class_n"] = min(f[2] for f in found if f)
+            if len(found) == 1 and found[0]:
+                record[f"{prefix}rob_worst_wilson_low"], record[f"{prefix}rob_worst_wilson_high"] = found[0][3:]
+
+
+def _csv_text(records: Sequence[dict[str, Any]]) -> str:
+    import io
+
+    f = io.StringIO(newline="")
+    writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
+    writer.writeheader()
+    writer.writerows(records)
+    return f.getvalue()
+
+
 def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None = None,
-           figures: bool = True) -> dict[str, Any]:
+           figures: bool = True, draws: int = 2000) -> dict[str, Any]:
     runs = find_runs(paths)
     groups = group_runs(runs)
     base_group = None
@@ -492,6 +702,20 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     table = markdown(header, rows)
     noise = noise_note(runs)
     sections = [f"{caption}\n\n{table}\n" + (f"\n{noise}\n" if noise else "")]
+    worst_header, worst_rows, worst_records = worst_class_rows(groups)
+    _wilson_columns(groups, records)
+    sections.append("\nWorst class of each run by robust error (%), with its 95% Wilson interval over that class's "
+                    "n images (image sampling only; the worst of K classes is picked after the fact, so its true "
+                    f"rate is if anything lower):\n\n{markdown(worst_header, worst_rows)}\n")
+    comparisons = paired_comparisons(groups, base_group, draws=draws)
+    paired_header, paired_rows, paired_records = paired_table(comparisons)
+    paired_text = markdown(paired_header, paired_rows) if paired_rows else ""
+    if paired_rows:
+        sections.append("\nPaired comparisons on the same images (the evaluations' per-image files): the difference "
+                        "A − B in average and worst-class robust accuracy (points) with a 95% paired bootstrap "
+                        f"interval ({draws} draws of the images and, where a row has several runs, of its runs), "
+                        "and McNemar's exact test per pair of runs (images robust under only A / only B, "
+                        f"two-sided p):\n\n{paired_text}\n")
     for key, title in (("std", "standard"), ("bndy", "boundary"), ("rob", "robust")):
         sections.append(f"\nPer-class {title} error (%, mean over seeds):\n\n"
                         f"{markdown(*per_class_table(groups, key))}\n")
@@ -520,6 +744,10 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
         writer.writeheader()
         writer.writerows(records)
     written = [out / "report.md", out / "report.csv"]
+    for name, extra in (("worst_class.csv", worst_records), ("paired.csv", paired_records)):
+        if extra:
+            atomic_write_text(out / name, _csv_text(extra))
+            written.append(out / name)
     if figures and class_names is None:
         print("Figures skipped: the runs have different classes (the tables line them up by name)")
     elif figures:
@@ -529,7 +757,8 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
         if found:
             plot_source_target(found, out / "source_target_classes.png")
             written.append(out / "source_target_classes.png")
-    return {"caption": caption, "table": table, "records": records, "written": written}
+    return {"caption": caption, "table": table, "records": records, "written": written, "paired": paired_text,
+            "comparisons": paired_records}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -548,6 +777,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result["caption"])
     print()
     print(result["table"])
+    if result["paired"]:
+        print("\nPaired comparisons on the same images (Δ robust accuracy A − B in points, 95% bootstrap interval; "
+              "McNemar's exact test):\n")
+        print(result["paired"])
     print(f"\nOutputs written to {result['written'][0].parent}")
     for path in result["written"]:
         print(f"  {path}")

@@ -276,7 +276,7 @@ def print_summary(record: dict[str, Any], run_dir: Path, loggers: list[Any]) -> 
     attack = record["attack"]
     print(f"\nTest: clean and PGD-{attack['steps']} (eps={attack['eps']:.4g}) errors in %, "
           f"{record['num_test_samples']} images  [{record['method']} / {record['data']} / {record['model']}]")
-    print(format_table(record, record["class_names"]))
+    print(format_table(record, record["class_names"], intervals=True))
     print(f"\nOutputs written to {run_dir}")
     print(f"  metrics:    {run_dir / 'metrics.json'}")
     print(f"  checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}")

@@ -28,6 +28,7 @@ __all__ = [
     "DataUnavailableError",
     "ImageDataModule",
     "LoadedData",
+    "SubsetTooLargeError",
     "TensorImageDataset",
     "cache_key",
     "cached",
@@ -35,6 +36,7 @@ __all__ = [
     "load_cached",
     "passthrough_collate",
     "save_cached",
+    "balanced_subset",
     "stratified_split",
 ]
 
@@ -199,6 +201,53 @@ def stratified_split(labels: Tensor, n_first: int, generator: torch.Generator) -
     take = rank < quota[grouped_labels]
     return grouped[take].sort().values, grouped[~take].sort().values
 
+class SubsetTooLargeError(ValueError):
+    """A class-balanced test subset asked for more images than the test split holds."""
+
+    def __init__(self, asked: int, available: int, name: str) -> None:
+        super().__init__(f"test_subset={asked} is more than the {available} test images of {name}")
+        self.asked, self.available, self.name = asked, available, name
+
+
+def balanced_subset(labels: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` indices into ``labels``, as equal a count per class as the classes allow, sorted ascending.
+
+    The rule: every class gets ``n // K`` images; when a class has fewer, it gives all it has and its
+    shortfall is shared equally among the classes that have more (repeatedly, until every share
+    fits); the ``r`` images left over when the shares do not divide evenly go one each to the ``r``
+    lowest-numbered classes that still have images to give. Within a class the images are the first
+    ones of a random permutation of the whole split drawn from ``generator``, so a smaller ``n``
+    with the same generator seed keeps a subset of a larger ``n``'s images.
+    """
+    labels = labels.long()
+    total = labels.numel()
+    if not 0 <= n <= total:
+        raise ValueError(f"cannot take {n} of {total} samples")
+    counts = torch.bincount(labels).tolist()
+    quota = [0] * len(counts)
+    open_classes = [c for c, k in enumerate(counts) if k > 0]
+    left = n
+    while left > 0 and open_classes:
+        share = left // len(open_classes)
+        small = [c for c in open_classes if counts[c] - quota[c] <= share]
+        if small:  # these classes give everything they have; the rest share what is left
+            for c in small:
+                left -= counts[c] - quota[c]
+                quota[c] = counts[c]
+            open_classes = [c for c in open_classes if c not in small]
+            continue
+        for c in open_classes:
+            quota[c] += share
+        for c in open_classes[:left - share * len(open_classes)]:
+            quota[c] += 1
+        left = 0
+    perm = torch.randperm(total, generator=generator)
+    grouped = perm[torch.sort(labels[perm], stable=True).indices]  # by class, in random order within each
+    class_start = torch.cumsum(torch.tensor(counts), 0) - torch.tensor(counts)
+    rank = torch.arange(total) - class_start[labels[grouped]]
+    return grouped[rank < torch.tensor(quota)[labels[grouped]]].sort().values
+
+
 def _subset(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     if size is None or size >= y.numel():
         return x, y
@@ -317,6 +366,10 @@ class ImageDataModule(L.LightningDataModule):
             validation, stratified; 0 disables validation. Never taken from test.
         train_subset, test_subset: keep a seeded stratified subset of this many samples (all of
             them when the split is smaller).
+        test_subset_seed: when given, the test subset is instead class-balanced
+            (:func:`balanced_subset`) and drawn from this seed alone, whatever ``seed`` is, so runs
+            trained with different seeds are evaluated on the same images (``batlit.evaluate``'s
+            ``eval_seed``); a ``test_subset`` larger than the test split is then an error.
         augment: random crop (zero padding ``crop_padding``) + horizontal flip while training.
         crop_padding: padding of the random crop; ``None`` means image size // 8.
         seed: seed of the validation split and the subsets.
@@ -343,6 +396,7 @@ class ImageDataModule(L.LightningDataModule):
         val_size: float | int = 0,
         train_subset: int | None = None,
         test_subset: int | None = None,
+        test_subset_seed: int | None = None,
         augment: bool = True,
         crop_padding: int | None = 4,
         seed: int = 0,
@@ -365,6 +419,7 @@ class ImageDataModule(L.LightningDataModule):
         _check_int("num_workers", num_workers, 0)
         _check_int("train_subset", train_subset, 1, allow_none=True)
         _check_int("test_subset", test_subset, 1, allow_none=True)
+        _check_int("test_subset_seed", test_subset_seed, 0, allow_none=True)
         _check_int("crop_padding", crop_padding, 0, allow_none=True)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"data.seed must be an integer, got {seed!r}")
@@ -378,6 +433,7 @@ class ImageDataModule(L.LightningDataModule):
         self.val_size = val_size
         self.train_subset = train_subset
         self.test_subset = test_subset
+        self.test_subset_seed = test_subset_seed
         self.augment_enabled = bool(augment)  # `self.augment` is the method
         self.crop_padding = crop_padding
         self.seed = int(seed)
@@ -398,6 +454,7 @@ class ImageDataModule(L.LightningDataModule):
         self.in_channels: int | None = None
         self.image_size: tuple[int, int] | None = None
         self.train_x = self.train_y = self.val_x = self.val_y = self.test_x = self.test_y = None
+        self.test_index: Tensor | None = None  # each kept test image's index in the test split as loaded
         self._is_setup = False
         self._prepared: LoadedData | None = None
 
@@ -441,7 +498,11 @@ class ImageDataModule(L.LightningDataModule):
             return
         data, self._prepared = (self._prepared or self._load()), None
         self._check_loaded(data)
+        self._test_kept = None
+        test_index = torch.arange(data.test_y.numel())
         data = self._select_classes(data)
+        if self._test_kept is not None:
+            test_index = test_index[self._test_kept]
         class_names = list(data.class_names)
         if self._expected_num_classes is not None and self._expected_num_classes != len(class_names):
             raise ValueError(
@@ -466,7 +527,18 @@ class ImageDataModule(L.LightningDataModule):
             val_x, val_y = train_x[val_idx], train_y[val_idx]
             train_x, train_y = train_x[train_idx], train_y[train_idx]
         train_x, train_y = _subset(train_x, train_y, self.train_subset, _generator(self.seed, 2))
-        test_x, test_y = _subset(data.test_x, data.test_y.long(), self.test_subset, _generator(self.seed, 3))
+        if self.test_subset_seed is None:
+            keep = torch.arange(data.test_y.numel())
+            if self.test_subset is not None and self.test_subset < data.test_y.numel():
+                keep, _ = stratified_split(data.test_y.long(), self.test_subset, _generator(self.seed, 3))
+        elif self.test_subset is None:
+            keep = torch.arange(data.test_y.numel())
+        else:
+            if self.test_subset > data.test_y.numel():
+                raise SubsetTooLargeError(self.test_subset, data.test_y.numel(), self.name)
+            keep = balanced_subset(data.test_y, self.test_subset,
+                                   torch.Generator().manual_seed(int(self.test_subset_seed)))
+        test_x, test_y, self.test_index = data.test_x[keep], data.test_y.long()[keep], test_index[keep]
 
         self.train_x, self.train_y = train_x.contiguous(), train_y.contiguous()
         self.val_x = val_x.contiguous() if val_x is not None else None
@@ -497,6 +569,8 @@ class ImageDataModule(L.LightningDataModule):
             new = remap[y.long()]
             mask = new >= 0
             return x[mask], new[mask]
+
+        self._test_kept = remap[data.test_y.long()] >= 0  # the kept test images' indices as loaded (test_index)
 
         return LoadedData.from_splits(select(data.train_x, data.train_y), select(data.test_x, data.test_y),
                                       [names[i] for i in kept])
