@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import (ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, require_on_command_line,
                      resolve_device)
+from .safe_io import atomic_text_writer, atomic_write_text, check_out_dir, csv_cell
 
 register_resolvers()
 
@@ -173,12 +174,12 @@ def write_csv(path: Path, summary: dict[str, Any], class_names: list[str]) -> No
     def pct(v: float | None) -> str:
         return "" if v is None else f"{100 * v:.2f}"
 
-    with path.open("w", newline="") as f:
+    with atomic_text_writer(path) as f:  # a link at path is replaced, never followed
         w = csv.writer(f)
         w.writerow(["class", "n", "clean_acc", "robust_acc", "std_error", "bndy_error", "rob_error"])
         for i, name in enumerate(class_names):
             std, bndy, rob = (summary[f"{k}_per_class"][i] for k in ("std", "bndy", "rob"))
-            w.writerow([name, summary["count_per_class"][i], pct(None if std is None else 1 - std),
+            w.writerow([csv_cell(name), summary["count_per_class"][i], pct(None if std is None else 1 - std),
                         pct(None if rob is None else 1 - rob), pct(std), pct(bndy), pct(rob)])
         w.writerow(["avg", sum(summary["count_per_class"]), pct(1 - summary["std_avg"]),
                     pct(1 - summary["rob_avg"]), pct(summary["std_avg"]), pct(summary["bndy_avg"]),
@@ -189,6 +190,7 @@ def write_csv(path: Path, summary: dict[str, Any], class_names: list[str]) -> No
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)  # before the heavy imports
+    check_out_dir(cfg.out_dir, create=False)  # a linked output folder: refused before any work
     spec, name = cfg.attack, attack_name()
     import lightning as L
 
@@ -229,11 +231,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                        for n, per, acc in out["robust_after"]],
         **summary,
     }
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_out_dir(cfg.out_dir)  # not a link: the run folder may come from elsewhere
     stem = f"eval_{name}" + ("" if precision == "fp32" else f"_{precision}")  # a bf16 run keeps the fp32 files
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
-    json_path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(json_path, json.dumps(record, indent=2))
     write_csv(csv_path, summary, trained.class_names)
     names = " → ".join(n for n, _ in components) or "no attack"
     print(f"\n{name}: {names}, eps={eps:.4g}; errors in %, {record['n_samples']} test images, {seconds:.1f} s")
