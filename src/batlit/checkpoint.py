@@ -58,7 +58,7 @@ def check_archive(path: Path, key: str = "ckpt") -> None:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except Exception as err:  # zipfile raises many types on crafted input
-        raise ConfigError(f"{key}: '{path}' is not a checkpoint (not the zip archive torch.save writes: "
+        raise ConfigError(f"{key}: '{path}' is not a readable checkpoint (not the zip archive torch.save writes: "
                           f"{type(err).__name__})") from None
     try:
         check_zip_directory(str(path), infos, size, max_member_bytes=None)

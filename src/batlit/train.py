@@ -99,6 +99,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)  # now that data.num_classes is known, model and data must agree
     if ckpt_path is not None:
         check_resumable(ckpt_path, cfg, resume_key)
+    run_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it, unless run() is called directly
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # a link there is replaced
 
     model = _instantiate(cfg.model, "model")
