@@ -59,6 +59,7 @@ def _train(out: Path, *overrides: str) -> None:
 
     with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
         cfg = compose("train", overrides=[*TINY_TRAIN, *overrides], return_hydra_config=True)
+    out.mkdir(parents=True, exist_ok=True)  # as Hydra does before the job runs
     train.run(with_hydra_runtime(cfg, out))
 
 
