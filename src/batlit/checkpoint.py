@@ -28,6 +28,7 @@ from .config import ConfigError
 
 log = logging.getLogger("batlit")
 
+
 @dataclass
 class LoadedRun:
     model: torch.nn.Module
