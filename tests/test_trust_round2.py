@@ -395,3 +395,15 @@ def test_download_goes_to_data_root_or_the_project_data_folder_never_the_stored_
             datamodule_for(config, root=root, download=True)
     assert asked == [str(tmp_path / "project" / "data" / "cifar10"), str(tmp_path / "mine")]
     assert not (tmp_path / "chosen_by_checkpoint").exists()
+
+
+def test_validate_refuses_on_the_command_line_what_the_data_module_would(tmp_path):
+    from omegaconf import OmegaConf
+
+    from batlit.config import validate
+
+    for key, value, rule in (("crop_padding", -1, "an integer >= 0 or null"), ("image_size", 0, "an integer >= 1"),
+                             ("val_size", -0.5, ">= 0")):
+        with pytest.raises(ConfigError, match=rf"^data\.{key} must be {rule}"):
+            validate(OmegaConf.create({"data": {key: value}}), check_paths=False)
+    validate(OmegaConf.create({"data": {"crop_padding": None, "image_size": 32, "val_size": 0.1}}), check_paths=False)
