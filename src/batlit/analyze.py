@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, exit_on_user_error, register_resolvers, require_on_command_line, resolve_device
+from .safe_io import atomic_savefig, atomic_write_text, check_out_dir
 
 register_resolvers()
 
@@ -68,7 +69,7 @@ def analyze(model: torch.nn.Module, loader, num_classes: int, cfg: DictConfig, d
     # survival[c][k]: fraction of class c not yet misclassified at evaluation k (the per-step diagonal)
     counts = first_mis.cpu().double()
     survival = 1 - counts.cumsum(1)[:, :S] / counts.sum(1, keepdim=True).clamp(min=1)
-    marks = sorted({0, *[int(round(S * f)) for f in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)], S - 1})
+    marks = sorted({0, *[min(int(round(S * f)), S - 1) for f in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)], S - 1})
     dist = target_distribution(confusion)
     rob = {k: v.cpu() for k, v in robustness.compute().items()}
     return {
@@ -90,6 +91,9 @@ def plot(result: dict[str, Any], class_names: list[str], out_dir: Path) -> list[
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from .gallery import as_text
+
+    class_names = [as_text(n) for n in class_names]  # '$\\foo{$' is a name, not mathtext
     K, written = len(class_names), []
     conf = np.asarray(result["target"]["confusion"], dtype=float)
     conf = conf / np.clip(conf.sum(1, keepdims=True), 1, None)
@@ -108,7 +112,7 @@ def plot(result: dict[str, Any], class_names: list[str], out_dir: Path) -> list[
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     written.append(out_dir / "confusion.png")
-    fig.savefig(written[-1], dpi=120)
+    atomic_savefig(fig, written[-1], dpi=120)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(max(12, 0.5 * K * 3), 3.8))
@@ -131,7 +135,7 @@ def plot(result: dict[str, Any], class_names: list[str], out_dir: Path) -> list[
             ax.set_xticks(pos, class_names, rotation=45, ha="right")
     fig.tight_layout()
     written.append(out_dir / "classwise.png")
-    fig.savefig(written[-1], dpi=120)
+    atomic_savefig(fig, written[-1], dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -146,7 +150,7 @@ def plot(result: dict[str, Any], class_names: list[str], out_dir: Path) -> list[
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     written.append(out_dir / "survival.png")
-    fig.savefig(written[-1], dpi=120)
+    atomic_savefig(fig, written[-1], dpi=120)
     plt.close(fig)
     return written
 
@@ -221,7 +225,7 @@ def write_gallery(cfg: DictConfig, run, baseline, classes: list[int] | None, mod
               "model": _method_name(run.config), "baseline": _method_name(baseline.config),
               "attack": OmegaConf.to_container(tgt) if g.predictions == "adversarial" else None,
               "class_names": run.class_names, **record}
-    (out_dir / "gallery.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out_dir / "gallery.json", json.dumps(record, indent=2))
     png = gallery.plot(record, dm.test_x.cpu(), dm.train_x.cpu(), run.class_names,
                        (record["model"], record["baseline"]), out_dir / "gallery.png")
     print(f"Gallery: {record['n_eligible']} test images right for {record['model']} and wrong for "
@@ -229,9 +233,21 @@ def write_gallery(cfg: DictConfig, run, baseline, classes: list[int] | None, mod
     return [out_dir / "gallery.json", png]
 
 
+def output_folder(cfg: DictConfig, create: bool = False) -> Path:
+    """``out_dir``, refused when it is a link, or when it lies in the checkpoint's run folder (the
+    default ``<run>/analysis``) and a link on the way leads out of it: a run folder may come from
+    elsewhere (docs/reliability.md, Trust)."""
+    from .config import run_dir_of
+
+    out_dir, run_dir = Path(str(cfg.out_dir)), Path(run_dir_of(str(cfg.ckpt)))
+    inside = run_dir if out_dir.absolute().is_relative_to(run_dir) else None
+    return check_out_dir(out_dir, inside=inside, create=create)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     if not Path(str(cfg.ckpt)).is_file():  # before the heavy imports
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
+    output_folder(cfg)  # before any work: a linked analysis/ folder is refused
     _check_gallery(cfg)
     import lightning as L
 
@@ -259,11 +275,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = run.model.to(device)
     result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device,
                      progress=cfg.get("progress_bar", True))
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(cfg, create=True)
     record = {"ckpt": str(Path(cfg.ckpt).resolve()), "class_names": run.class_names,
               "n_samples": len(dm.test_dataloader().dataset), **result}
-    (out_dir / "analysis.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(out_dir / "analysis.json", json.dumps(record, indent=2))
     figures = plot(record, run.class_names, out_dir)
     if baseline is not None:
         figures += write_gallery(cfg, run, baseline, gallery_classes, model, dm, device, out_dir)

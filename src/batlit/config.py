@@ -250,6 +250,13 @@ def validate(cfg: DictConfig, check_paths: bool = True) -> None:
     _check(cfg, "data.eval_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     _check(cfg, "data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
     _check(cfg, "data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2")
+    _check(cfg, "data.crop_padding", lambda v: _is_int(v) and v >= 0, "an integer >= 0 or null")
+    for key in ("data.train_subset", "data.test_subset", "data.image_size", "data.in_channels", "data.n_train",
+                "data.n_test", "data.generated_classes"):
+        _check(cfg, key, lambda v: _is_int(v) and v >= 1, "an integer >= 1 or null")
+    _check(cfg, "data.val_size", lambda v: not isinstance(v, bool) and v >= 0, ">= 0 (a count or a fraction)")
+    for key in ("data.noise",):
+        _check(cfg, key, lambda v: not isinstance(v, bool) and v >= 0, ">= 0")
     _check(cfg, "optimizer.lr", lambda v: v > 0, "> 0")
     _check(cfg, "optimizer.weight_decay", lambda v: v >= 0, ">= 0")
     _check(cfg, "optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
@@ -305,3 +312,61 @@ def _check_paths(cfg: DictConfig) -> None:
     init_ckpt = _get(cfg, "method.init_ckpt")
     if init_ckpt and not Path(str(init_ckpt)).is_file():
         raise ConfigError(f"method.init_ckpt: no checkpoint file at '{init_ckpt}'")
+
+
+def refuse_linked_outputs(folder: str | Path, job_name: str | None = None, output_subdir: str | None = None,
+                          extra: tuple[str, ...] = ()) -> None:
+    """Refuse, as one :class:`ConfigError`, an output folder that is a link or not a folder, or a
+    link (or anything but a regular file) where Hydra writes its own files into it: the job log
+    ``<job_name>.log``, ``<output_subdir>/{config,hydra,overrides}.yaml`` and ``extra`` names.
+    Hydra opens these without care for links, so this runs before Hydra writes (:class:`RefuseLinkedOutputs`)."""
+    import stat
+
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise ConfigError(f"{folder}: output folder is a symbolic link; refusing to write through it")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: output folder exists and is not a folder")
+    names = [*extra, *([f"{job_name}.log"] if job_name else [])]
+    if output_subdir:
+        sub = folder / output_subdir
+        if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+            raise ConfigError(f"{sub}: Hydra's output folder is a link or not a folder; refusing to write through it")
+        names += [f"{output_subdir}/{n}" for n in ("config.yaml", "hydra.yaml", "overrides.yaml")]
+    for name in names:
+        try:
+            mode = os.lstat(folder / name).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{folder / name}: is a link or not a regular file; refusing to write through it")
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - Hydra is a dependency
+    _HydraCallback = object
+
+
+class RefuseLinkedOutputs(_HydraCallback):
+    """Hydra callback (``hydra.callbacks``): before Hydra creates the run folder or writes ``.hydra/``
+    and the job log, refuse an output folder that is a link, or links where those files go
+    (:func:`refuse_linked_outputs`); one line on stderr, exit status 2. A run folder is something
+    people download and share (docs/reliability.md, Trust)."""
+
+    def _check(self, config: DictConfig, folder_key: str, extra: tuple[str, ...] = ()) -> None:
+        try:
+            folder = OmegaConf.select(config, folder_key)
+            job = OmegaConf.select(config, "hydra.job.name", default=None)
+            subdir = OmegaConf.select(config, "hydra.output_subdir", default=None)
+        except Exception:  # noqa: BLE001 - a config Hydra cannot resolve: Hydra reports it itself
+            return
+        if folder is None:
+            return
+        exit_on_user_error(refuse_linked_outputs, folder, job, subdir, extra)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir", ("multirun.yaml",))

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import (ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, require_on_command_line,
                      resolve_device)
+from .safe_io import atomic_text_writer, atomic_write_bytes, atomic_write_text, check_out_dir, csv_cell
 
 register_resolvers()
 
@@ -229,24 +230,21 @@ def outcome_counts(label, clean_pred, adv_pred, num_classes: int, names: list[st
 
 def write_csv(path: Path, summary: dict[str, Any], class_names: list[str]) -> None:
     """One row per class, then avg and worst: accuracies and errors in %."""
-    from .safe_io import atomic_write_text
-
     def pct(v: float | None) -> str:
         return "" if v is None else f"{100 * v:.2f}"
 
-    f = io.StringIO(newline="")
-    w = csv.writer(f)
-    w.writerow(["class", "n", "clean_acc", "robust_acc", "std_error", "bndy_error", "rob_error"])
-    for i, name in enumerate(class_names):
-        std, bndy, rob = (summary[f"{k}_per_class"][i] for k in ("std", "bndy", "rob"))
-        w.writerow([name, summary["count_per_class"][i], pct(None if std is None else 1 - std),
-                    pct(None if rob is None else 1 - rob), pct(std), pct(bndy), pct(rob)])
-    w.writerow(["avg", sum(summary["count_per_class"]), pct(1 - summary["std_avg"]),
-                pct(1 - summary["rob_avg"]), pct(summary["std_avg"]), pct(summary["bndy_avg"]),
-                pct(summary["rob_avg"])])
-    w.writerow(["worst", "", pct(1 - summary["std_worst"]), pct(1 - summary["rob_worst"]),
-                pct(summary["std_worst"]), pct(summary["bndy_worst"]), pct(summary["rob_worst"])])
-    atomic_write_text(path, f.getvalue())
+    with atomic_text_writer(path) as f:  # a link at path is replaced, never followed
+        w = csv.writer(f)
+        w.writerow(["class", "n", "clean_acc", "robust_acc", "std_error", "bndy_error", "rob_error"])
+        for i, name in enumerate(class_names):
+            std, bndy, rob = (summary[f"{k}_per_class"][i] for k in ("std", "bndy", "rob"))
+            w.writerow([csv_cell(name), summary["count_per_class"][i], pct(None if std is None else 1 - std),
+                        pct(None if rob is None else 1 - rob), pct(std), pct(bndy), pct(rob)])
+        w.writerow(["avg", sum(summary["count_per_class"]), pct(1 - summary["std_avg"]),
+                    pct(1 - summary["rob_avg"]), pct(summary["std_avg"]), pct(summary["bndy_avg"]),
+                    pct(summary["rob_avg"])])
+        w.writerow(["worst", "", pct(1 - summary["std_worst"]), pct(1 - summary["rob_worst"]),
+                    pct(summary["std_worst"]), pct(summary["bndy_worst"]), pct(summary["rob_worst"])])
 
 
 def _sha256_file(path: Path) -> str:
@@ -394,6 +392,7 @@ def estimate(model, x, y, components: list[tuple[str, Attack]], n_images: int, d
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)  # before the heavy imports
+    check_out_dir(cfg.out_dir, create=False)  # a linked output folder: refused before any work
     spec, name = cfg.attack, attack_name()
     import lightning as L
     import torch
@@ -402,7 +401,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from .checkpoint import datamodule_for, load_run
     from .cost import _span
     from .reporting import format_table, results_to_json
-    from .safe_io import atomic_write_bytes, atomic_write_text, check_out_dir
 
     trained = load_run(cfg.ckpt)
     eps = float(cfg.eps if cfg.eps is not None else trained.config.attack.eps)

@@ -113,6 +113,12 @@ def build(model: nn.Module, baseline: nn.Module, datamodule, device: torch.devic
     }
 
 
+def as_text(name: str) -> str:
+    """A class or run name as matplotlib shows it literally: a ``$`` would start mathtext, which a
+    name such as ``$\\foo{$`` makes fail."""
+    return str(name).replace("$", r"\$")
+
+
 def plot(record: dict[str, Any], test_x: Tensor, train_x: Tensor, class_names: list[str],
          names: tuple[str, str], path: Path) -> Path:
     """One row per case: the test image, then its nearest training images of the baseline's class."""
@@ -120,6 +126,11 @@ def plot(record: dict[str, Any], test_x: Tensor, train_x: Tensor, class_names: l
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .safe_io import atomic_savefig
+
+    class_names = [as_text(n) for n in class_names]
+    names = tuple(as_text(n) for n in names)
 
     cases = record["cases"]
     k = max((len(c["neighbours"]) for c in cases), default=0)
@@ -154,6 +165,6 @@ def plot(record: dict[str, Any], test_x: Tensor, train_x: Tensor, class_names: l
     fig.suptitle(f"Right for {model_name}, wrong for {baseline_name} ({record['predictions']}): "
                  "nearest training images of the class the baseline predicted", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

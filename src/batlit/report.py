@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import os
 import math
 import statistics
 import sys
@@ -28,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .config import ConfigError
 from .reporting import METRICS
-from .safe_io import atomic_write_text
+from .safe_io import (atomic_savefig, atomic_text_writer, atomic_write_text, check_out_dir, csv_cell, printable,
+                      read_plain_yaml, read_regular_text)
 
 # Config keys that say where or how a run was executed, not what was trained.
 IGNORED_PREFIXES = ("paths.", "logger.", "hydra.", "objective.")
@@ -97,9 +101,17 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
-    import yaml
+def _read_json(path: Path, inside: Path) -> Any:
+    """A JSON file of a run folder: a bounded regular file inside it (safe_io), one line if it is not JSON."""
+    try:
+        return json.loads(read_regular_text(path, inside=inside))
+    except (ValueError, RecursionError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ReportError(f"{path}: not a readable JSON file ({type(err).__name__})") from None
 
+
+def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
     runs, seen = [], set()
     for root in paths:
         if not root.exists():
@@ -113,15 +125,15 @@ def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
                 continue
             seen.add(run_dir)
             config_path = run_dir / "config.yaml"
-            config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+            config = read_plain_yaml(config_path, inside=run_dir) if os.path.lexists(config_path) else {}
             evals = {}
             for eval_path in sorted(run_dir.glob("eval_*.json")):
-                record = json.loads(eval_path.read_text())
+                record = _read_json(eval_path, run_dir)
                 name = record.get("attack", {}).get("name") or eval_path.stem[5:]
                 if record.get("precision", "fp32") != "fp32":  # a bf16 evaluation is its own column
                     name = f"{name}_{record['precision']}"
                 evals[name] = record
-            runs.append(Run(run_dir, json.loads(metrics_path.read_text()), flatten(config or {}), evals))
+            runs.append(Run(run_dir, _read_json(metrics_path, run_dir), flatten(config or {}), evals))
     return runs
 
 
@@ -292,7 +304,7 @@ def plot_per_class(groups: Sequence[Group], class_names: list[str], path: Path) 
     axes[-1].set_xticks(pos, class_names, rotation=45 if K > 6 else 0, ha="right" if K > 6 else "center")
     fig.suptitle("Per-class errors (mean over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_savefig(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -323,7 +335,7 @@ def plot_clean_vs_robust(groups: Sequence[Group], class_names: list[str], path: 
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -333,7 +345,7 @@ def epoch_times(run: Run) -> list[tuple[float, float]]:
     path = run.path / "csv" / "metrics.csv"
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
+    with io.StringIO(read_regular_text(path, inside=run.path), newline="") as f:
         return [(float(row["perf/epoch_seconds"]), float(row.get("perf/train_images_per_s") or "nan"))
                 for row in csv.DictReader(f) if row.get("perf/epoch_seconds")]
 
@@ -590,7 +602,7 @@ def analyses(groups: Sequence[Group]) -> list[tuple[str, dict[str, Any]]]:
         for r in g.runs:
             path = r.path / "analysis" / "analysis.json"
             if path.is_file():
-                out.append((g.label, json.loads(path.read_text())))
+                out.append((g.label, _read_json(path, r.path)))
                 break
     return out
 
@@ -645,7 +657,7 @@ def plot_source_target(found: Sequence[tuple[str, dict[str, Any]]], path: Path) 
         if K <= 20:
             axes[0][col].set_yticks(pos, names, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -691,7 +703,8 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     header, rows, records = table_rows(groups, base_group)
     if out is None:
         out = paths[0] / "report" if len(paths) == 1 else Path("outputs") / "report"
-    out.mkdir(parents=True, exist_ok=True)
+        out = check_out_dir(out, inside=paths[0] if len(paths) == 1 else None)  # not a link in the run folder
+    out = check_out_dir(out)
     first = runs[0].metrics
     attack = first.get("attack") or {}
     caption = (f"{len(runs)} runs in {len(groups)} groups; errors in % (mean ± std over seeds) on "
@@ -738,11 +751,11 @@ def report(paths: Sequence[Path], baseline: Path | None = None, out: Path | None
     found = analyses(groups)
     if found:
         sections.append(f"\nSource- and target-class analysis (batlit.analyze):\n\n{analysis_table(found)}\n")
-    (out / "report.md").write_text("".join(sections))
-    with (out / "report.csv").open("w", newline="") as f:
+    atomic_write_text(out / "report.md", "".join(sections))  # a link there is replaced, never followed
+    with atomic_text_writer(out / "report.csv") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
         writer.writeheader()
-        writer.writerows(records)
+        writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in records)
     written = [out / "report.md", out / "report.csv"]
     for name, extra in (("worst_class.csv", worst_records), ("paired.csv", paired_records)):
         if extra:
@@ -771,12 +784,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = report(args.runs, args.baseline, args.out, figures=not args.no_figures)
-    except ReportError as err:
-        print(f"batlit: config error: {err}", file=sys.stderr)
+    except (ReportError, ConfigError) as err:
+        print(f"batlit: config error: {printable(str(err))}", file=sys.stderr)
         return 2
-    print(result["caption"])
+    print(printable(result["caption"]))  # names from run folders: no escape sequences reach the terminal
     print()
-    print(result["table"])
+    print(printable(result["table"]))
     if result["paired"]:
         print("\nPaired comparisons on the same images (Δ robust accuracy A − B in points, 95% bootstrap interval; "
               "McNemar's exact test):\n")

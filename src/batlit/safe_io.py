@@ -11,10 +11,14 @@ Each refusal is a :class:`UnsafeFileError`: one line naming the path and why.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import tempfile
+import unicodedata
 from pathlib import Path
+from typing import Any, Iterator
 
 from .config import ConfigError
 
@@ -123,3 +127,60 @@ def read_regular_text(path: str | Path, inside: str | Path | None = None, max_by
         return read_regular_bytes(path, inside, max_bytes).decode("utf-8")
     except UnicodeDecodeError as err:
         raise UnsafeFileError(f"{path}: not UTF-8 text ({err.reason})") from None
+
+
+@contextlib.contextmanager
+def atomic_text_writer(path: str | Path) -> Iterator[io.StringIO]:
+    """``with atomic_text_writer(path) as f:`` collects text (``newline=""``, as for ``csv``) and
+    writes it with :func:`atomic_write_text` when the block ends without an error."""
+    buf = io.StringIO(newline="")
+    yield buf
+    atomic_write_text(path, buf.getvalue())
+
+
+def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """``fig.savefig`` into memory, then :func:`atomic_write_bytes`: a link at ``path`` is replaced."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kwargs)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# a spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text: one starting like a formula gets a leading ``'``
+    (OWASP's advice for CSV injection); numbers and empty cells are unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control characters (escape sequences among them) shown as ``\\xNN``,
+    newlines and tabs kept."""
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf") else ascii(ch)[1:-1]
+                   for ch in text)
+
+
+def read_plain_yaml(path: str | Path, inside: str | Path | None = None, max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """A YAML file (a run's ``config.yaml``) read as :func:`read_regular_text` and parsed with
+    ``yaml.SafeLoader``, refusing anchors and aliases: OmegaConf never writes them, and a few KB
+    of nested aliases (a "billion laughs") expand to more values than memory holds when walked."""
+    import yaml
+
+    text = read_regular_text(path, inside, max_bytes)
+
+    class _NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+                raise UnsafeFileError(f"{path}: holds YAML anchors or aliases (&, *), which batlit never writes; "
+                                      "refusing to expand them")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise UnsafeFileError(f"{path}: not valid YAML ({str(err).splitlines()[0][:120]})") from None

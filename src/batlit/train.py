@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import ConfigError, exit_on_user_error, register_resolvers, validate
 from .reporting import format_table, results_to_json
+from .safe_io import atomic_write_text
 
 register_resolvers()
 log = logging.getLogger("batlit")
@@ -98,7 +99,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)  # now that data.num_classes is known, model and data must agree
     if ckpt_path is not None:
         check_resumable(ckpt_path, cfg, resume_key)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # Hydra made it, unless run() is called directly
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # a link there is replaced
 
     model = _instantiate(cfg.model, "model")
     if cfg.get("compile"):
@@ -123,7 +125,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(WandbReports())
     callbacks += [_instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
     trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks,
-                           plugins=trainer_plugins(cfg, AtomicCheckpointIO()))
+                           plugins=trainer_plugins(cfg, AtomicCheckpointIO(run_dir / "checkpoints")))
     if cfg.get("estimate_cost", True) and trainer.is_global_zero:
         announce_cost(cfg, trainer, method, datamodule)
     try:
@@ -244,7 +246,7 @@ def _fit_and_test(cfg: DictConfig, trainer, method, datamodule, run_dir: Path, c
         "wall_seconds": wall_seconds(trainer),
     }
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(record, indent=2))
     return record
 
 

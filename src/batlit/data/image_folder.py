@@ -95,6 +95,29 @@ def _bad_member(zip_path: str, name: str, detail: str) -> ValueError:
     return ValueError(f"corrupt zip member: '{zip_path}/{name}' {detail}")
 
 
+def check_zip_directory(zip_path: str, infos: list, file_len: int, max_member_bytes: int | None = _MAX_MEMBER_BYTES) -> None:
+    """The sizes a zip's central directory declares, checked before anything is inflated: each
+    member's header and bytes lie inside the file, a stored member's two sizes agree, and (when
+    ``max_member_bytes`` is given) no member declares more than that or, above 1 MiB, more than
+    100 times its compressed size. Also used for checkpoints (batlit.checkpoint.check_archive)."""
+    for i in infos:
+        bad = None
+        if i.header_offset + zipfile.sizeFileHeader > file_len:
+            bad = f"has its local header at offset {i.header_offset}, past the end of the {file_len}-byte file"
+        elif i.header_offset + zipfile.sizeFileHeader + i.compress_size > file_len:
+            bad = f"declares {i.compress_size} compressed bytes, more than the {file_len}-byte file holds there"
+        elif max_member_bytes is not None and i.file_size > max_member_bytes:
+            bad = f"declares {i.file_size} bytes uncompressed, more than {max_member_bytes} (a zip bomb?)"
+        elif (max_member_bytes is not None and i.file_size > _RATIO_FREE_BYTES
+              and i.file_size > _MAX_RATIO * i.compress_size):
+            bad = (f"would inflate {i.compress_size} bytes to {i.file_size}, more than {_MAX_RATIO}:1 "
+                   f"(a zip bomb?)")
+        elif i.compress_type == zipfile.ZIP_STORED and i.compress_size != i.file_size:
+            bad = f"is stored uncompressed but declares {i.compress_size} bytes stored and {i.file_size} in all"
+        if bad:
+            raise _bad_member(zip_path, i.filename, bad)
+
+
 def _zip_members(zip_path: str, names: list[str]) -> list[tuple]:
     """Where each member's bytes lie, so workers can read them without re-parsing the zip index.
 
@@ -108,22 +131,7 @@ def _zip_members(zip_path: str, names: list[str]) -> list[tuple]:
             infos = [zf.getinfo(n) for n in names]
     except Exception as err:  # zipfile raises many types on crafted input
         raise ValueError(f"not a readable zip file: '{zip_path}' ({type(err).__name__}: {err})") from None
-    file_len = os.path.getsize(zip_path)
-    for i in infos:
-        bad = None
-        if i.header_offset + zipfile.sizeFileHeader > file_len:
-            bad = f"has its local header at offset {i.header_offset}, past the end of the {file_len}-byte file"
-        elif i.header_offset + zipfile.sizeFileHeader + i.compress_size > file_len:
-            bad = f"declares {i.compress_size} compressed bytes, more than the {file_len}-byte file holds there"
-        elif i.file_size > _MAX_MEMBER_BYTES:
-            bad = f"declares {i.file_size} bytes uncompressed, more than {_MAX_MEMBER_BYTES} (a zip bomb?)"
-        elif i.file_size > _RATIO_FREE_BYTES and i.file_size > _MAX_RATIO * i.compress_size:
-            bad = (f"would inflate {i.compress_size} bytes to {i.file_size}, more than {_MAX_RATIO}:1 "
-                   f"(a zip bomb?)")
-        elif i.compress_type == zipfile.ZIP_STORED and i.compress_size != i.file_size:
-            bad = f"is stored uncompressed but declares {i.compress_size} bytes stored and {i.file_size} in all"
-        if bad:
-            raise _bad_member(zip_path, i.filename, bad)
+    check_zip_directory(zip_path, infos, os.path.getsize(zip_path))
     return [(i.filename, i.orig_filename, i.header_offset, i.compress_size, i.file_size, i.compress_type,
              i.flag_bits, i.CRC) for i in infos]
 
