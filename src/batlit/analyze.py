@@ -19,10 +19,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, exit_on_user_error, register_resolvers, require_on_command_line, resolve_device
+from .config import ConfigError, exit_on_user_error, register_resolvers, resolve_device
 from .safe_io import atomic_savefig, atomic_write_text, check_out_dir
+from .weights import register_resolver
 
 register_resolvers()
+register_resolver()  # out_dir's default for weights= (batlit.weights)
 
 
 def target_distribution(confusion: torch.Tensor) -> torch.Tensor:
@@ -221,8 +223,10 @@ def write_gallery(cfg: DictConfig, run, baseline, classes: list[int] | None, mod
     attack = partial(pgd, eps=tgt.eps, step_size=tgt.step_size, steps=int(tgt.steps), loss="ce")
     record = gallery.build(model, baseline.model.to(device), dm, device, predictions=g.predictions, classes=classes,
                            n_images=g.n_images, neighbours=g.neighbours, attack=attack)
-    record = {"model_ckpt": str(Path(cfg.ckpt).resolve()), "baseline_ckpt": str(Path(g.baseline_ckpt).resolve()),
-              "model": _method_name(run.config), "baseline": _method_name(baseline.config),
+    audit = cfg.get("weights") is not None
+    record = {"model_ckpt": str(Path(str(cfg.weights if audit else cfg.ckpt)).resolve()),
+              "baseline_ckpt": str(Path(g.baseline_ckpt).resolve()),
+              "model": Path(str(cfg.weights)).stem if audit else _method_name(run.config), "baseline": _method_name(baseline.config),
               "attack": OmegaConf.to_container(tgt) if g.predictions == "adversarial" else None,
               "class_names": run.class_names, **record}
     atomic_write_text(out_dir / "gallery.json", json.dumps(record, indent=2))
@@ -239,13 +243,18 @@ def output_folder(cfg: DictConfig, create: bool = False) -> Path:
     elsewhere (docs/reliability.md, Trust)."""
     from .config import run_dir_of
 
-    out_dir, run_dir = Path(str(cfg.out_dir)), Path(run_dir_of(str(cfg.ckpt)))
-    inside = run_dir if out_dir.absolute().is_relative_to(run_dir) else None
+    out_dir = Path(str(cfg.out_dir))
+    run_dir = Path(run_dir_of(str(cfg.ckpt))) if cfg.get("weights") is None else None  # weights=: no run folder
+    inside = run_dir if run_dir is not None and out_dir.absolute().is_relative_to(run_dir) else None
     return check_out_dir(out_dir, inside=inside, create=create)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    if not Path(str(cfg.ckpt)).is_file():  # before the heavy imports
+    from .weights import check_source
+
+    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.weights)
+    audit = cfg.get("weights") is not None
+    if not audit and not Path(str(cfg.ckpt)).is_file():  # before the heavy imports
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
     output_folder(cfg)  # before any work: a linked analysis/ folder is refused
     _check_gallery(cfg)
@@ -258,7 +267,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(cfg.get("eval_seed", 0), int) or isinstance(cfg.get("eval_seed", 0), bool) or cfg.get("eval_seed", 0) < 0:
         raise ConfigError(f"eval_seed must be an integer >= 0, got {cfg.get('eval_seed')!r}")
     _check_attack(cfg)
-    run = load_run(cfg.ckpt)
+    dm = None
+    if audit:  # the model from the file; the class names from the data module, needed by the gallery's check
+        from .weights import audited_run
+
+        run = audited_run(cfg)
+        L.seed_everything(cfg.seed, verbose=False)
+        dm = datamodule_for(run.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
+                            test_subset=cfg.n_samples, eval_seed=int(cfg.get("eval_seed", 0)),
+                            eval_batch_size=cfg.batch_size, num_workers=0)
+        run.class_names = list(dm.class_names)
+    else:
+        run = load_run(cfg.ckpt)
     for part, fraction in (("source", 20), ("target", 4)):  # null: from the run's threat model
         node = cfg[part]
         if node.eps is None:
@@ -269,14 +289,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     baseline, gallery_classes = load_baseline(cfg, run) if cfg.gallery.baseline_ckpt is not None else (None, None)
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
-    dm = datamodule_for(run.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
-                        test_subset=cfg.n_samples, eval_seed=int(cfg.get("eval_seed", 0)),
-                        eval_batch_size=cfg.batch_size, num_workers=0)
+    dm = dm or datamodule_for(run.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
+                              test_subset=cfg.n_samples, eval_seed=int(cfg.get("eval_seed", 0)),
+                              eval_batch_size=cfg.batch_size, num_workers=0)
     model = run.model.to(device)
     result = analyze(model, dm.test_dataloader(), len(run.class_names), cfg, device,
                      progress=cfg.get("progress_bar", True))
     out_dir = output_folder(cfg, create=True)
-    record = {"ckpt": str(Path(cfg.ckpt).resolve()), "class_names": run.class_names,
+    if audit:
+        from .weights import audit_record
+    source = audit_record(cfg, run.config) if audit else {"ckpt": str(Path(cfg.ckpt).resolve())}
+    record = {**source, "class_names": run.class_names,
               "n_samples": len(dm.test_dataloader().dataset), **result}
     atomic_write_text(out_dir / "analysis.json", json.dumps(record, indent=2))
     figures = plot(record, run.class_names, out_dir)
@@ -300,7 +323,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    require_on_command_line("ckpt", "ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt")
+    from .weights import require_source_on_command_line
+
+    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt (or weights=FILE model=resnet18 "
+                                   "data=cifar10_jpeg)")
     _hydra_main()
 
 

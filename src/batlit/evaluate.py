@@ -31,11 +31,12 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import (ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, require_on_command_line,
-                     resolve_device)
+from .config import ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, resolve_device
 from .safe_io import atomic_text_writer, atomic_write_bytes, atomic_write_text, check_out_dir, csv_cell
+from .weights import register_resolver
 
 register_resolvers()
+register_resolver()  # out_dir's default for weights= (batlit.weights)
 
 KINDS = ("pgd", "autoattack", "none")
 EVAL_PRECISIONS = ("fp32", "bf16")  # fp32: the reported numbers; bf16: faster, docs/performance.md
@@ -56,7 +57,10 @@ def attack_name() -> str:
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no model or data, each a one-line :class:`ConfigError`."""
-    if not Path(str(cfg.ckpt)).is_file():
+    from .weights import check_source
+
+    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.weights)
+    if cfg.get("weights") is None and not Path(str(cfg.ckpt)).is_file():
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
     resolve_device(cfg.device)  # device=cuda on a machine without one: one line, before the checkpoint loads
     spec = cfg.attack
@@ -402,10 +406,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from .cost import _span
     from .reporting import format_table, results_to_json
 
-    trained = load_run(cfg.ckpt)
+    audit = cfg.get("weights") is not None  # weights trained elsewhere: batlit.weights builds the run
+    if audit:
+        from .weights import audit_record, audited_run
+
+        trained = audited_run(cfg)
+    else:
+        trained = load_run(cfg.ckpt)
+    source = Path(str(cfg.weights if audit else cfg.ckpt))
     eps = float(cfg.eps if cfg.eps is not None else trained.config.attack.eps)
     if eps <= 0 and spec.kind != "none":  # a run trained with attack.eps=0 and no eps= given
-        raise ConfigError(f"eps: the run at '{cfg.ckpt}' has attack.eps={eps}; give eps=<value> > 0 or attack=clean")
+        raise ConfigError(f"eps: the run at '{source}' has attack.eps={eps}; give eps=<value> > 0 or attack=clean")
     eval_seed = int(cfg.get("eval_seed", 0))
     L.seed_everything(cfg.seed, verbose=False)
     device = resolve_device(cfg.device)
@@ -413,6 +424,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the test split is one line here, before the model moves or any attack runs
     dm = datamodule_for(trained.config, root=cfg.get("data_root"), download=bool(cfg.get("download", False)),
                         test_subset=cfg.n_samples, eval_seed=eval_seed, eval_batch_size=cfg.batch_size, num_workers=0)
+    if audit:  # the dataset's own class names
+        trained.class_names = list(dm.class_names)
     index = dm.test_index.numpy()
     fingerprint = subset_fingerprint(index, dm.test_y.numpy(), cfg.n_samples, eval_seed)
     precision = str(cfg.get("precision", "fp32"))
@@ -422,7 +435,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     partial_path = out_dir / f".{stem}.partial.npz"
     attack_record = {"name": name, "eps": eps, **OmegaConf.to_container(spec, resolve=True)}
     # everything the predictions depend on: a partial file from any other evaluation is refused
-    config = {"ckpt_sha256": _sha256_file(Path(cfg.ckpt)), "attack": attack_record, "seed": int(cfg.seed),
+    config = {("weights_sha256" if audit else "ckpt_sha256"): _sha256_file(source),
+              **(audit_record(cfg, trained.config) if audit else {}), "attack": attack_record, "seed": int(cfg.seed),
               "batch_size": int(cfg.batch_size), "precision": precision, "device": device.type,
               "fold_batchnorm": bool(cfg.get("fold_batchnorm", True)), "subset": fingerprint,
               "batlit_version": __version__}
@@ -471,7 +485,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     seconds = before + time.perf_counter() - start
     summary = results_to_json(out["results"], trained.class_names)
     record = {
-        "ckpt": str(Path(cfg.ckpt).resolve()), "attack": attack_record,
+        **(audit_record(cfg, trained.config) if audit else {"ckpt": str(source.resolve())}), "attack": attack_record,
         "n_samples": int(sum(summary["count_per_class"])), "eval_seed": fingerprint["eval_seed"],
         "subset": fingerprint, "per_image": npz_path.name, "class_names": trained.class_names,
         "seed": cfg.seed, "device": str(device), "precision": precision,
@@ -501,7 +515,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    require_on_command_line("ckpt", "ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt attack=pgd20")
+    from .weights import require_source_on_command_line
+
+    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt attack=pgd20 (or weights=FILE "
+                                   "model=resnet18 data=cifar10_jpeg)")
     _hydra_main()
 
 
