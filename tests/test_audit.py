@@ -262,6 +262,31 @@ def test_a_refused_file_writes_nothing_and_a_good_one_is_evaluated_and_analyzed(
     assert record["class_names"][:3] == ["0", "1", "2"]
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
     assert (analysis["model"], analysis["data"], analysis["normalization"]["name"]) == ("small_cnn", "digits", "none")
+    # batlit.report: the audited model beside a trained run, one row each, ρ against the chosen row
+    from batlit import report
+
+    trained = tmp_path / "runs" / "pgd_at"
+    trained.mkdir(parents=True)
+    numbers = {"std_avg": 0.2, "std_worst": 0.4, "bndy_avg": 0.3, "bndy_worst": 0.5, "rob_avg": 0.5, "rob_worst": 0.7}
+    numbers.update({f"{k}_per_class": [v] * 10 for k, v in (("std", 0.2), ("bndy", 0.3), ("rob", 0.5))})
+    (trained / "metrics.json").write_text(json.dumps({"method": "PGDAT", "seed": 0, "class_names": record["class_names"],
+                                                      "count_per_class": [18] * 10, **numbers}))
+    (trained / "config.yaml").write_text("seed: 0\nmethod:\n  _target_: batlit.methods.PGDAT\n")
+    result = report.report([tmp_path / "runs", out], baseline=trained, out=tmp_path / "report", figures=False)
+    rows = {r["method"]: r for r in result["records"]}
+    assert set(rows) == {"PGDAT", "audit [audit: small_cnn]"}, list(rows)
+    audit_row = rows["audit [audit: small_cnn]"]
+    assert audit_row["rob_worst_mean"] == record["rob_worst"] and audit_row["seeds"] == 1
+    assert audit_row["pgd20_rob_avg_mean"] == record["rob_avg"]  # its evaluation is also a column
+    assert rows["PGDAT"]["rho_rob"] == pytest.approx(0.0)
+    for m in ("std", "rob"):
+        assert audit_row[f"rho_{m}"] == pytest.approx(report.rho(record[f"{m}_avg"], record[f"{m}_worst"],
+                                                                 numbers[f"{m}_avg"], numbers[f"{m}_worst"]))
+    n = record["count_per_class"][0]
+    assert audit_row["rob_worst_class_n"] == min(record["count_per_class"]) and n >= 5
+    assert audit_row["rob_worst_wilson_low"] <= record["rob_worst"] <= audit_row["rob_worst_wilson_high"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| audit [audit: small_cnn] | 1 |" in text and f"ρ against {trained}" in text
     # the evaluation saw the model the file holds, normalized as asked: the clean errors agree
     from batlit.checkpoint import datamodule_for
 

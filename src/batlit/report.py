@@ -1,7 +1,8 @@
 """Paper-style tables and figures across runs and seeds: ``python -m batlit.report RUN_DIR... [--baseline RUN_DIR]``.
 
-Each RUN_DIR is a training run (it holds ``metrics.json``) or any folder above runs, such as a
-Hydra multirun directory; every run below it is read. Runs are grouped by method and by the
+Each RUN_DIR is a training run (it holds ``metrics.json``), an audited model's folder
+(``batlit.evaluate weights=...``: one row each, main columns from its ``eval_pgd20.json``) or any
+folder above them, such as a Hydra multirun directory; every run below it is read. Runs are grouped by method and by the
 config values that differ between them (the seed aside), and each group becomes one row of a
 table like the paper's Table 1: average and worst-class standard, boundary and robust error in %,
 mean ± standard deviation over its seeds. ``eval_<attack>.json`` files written by
@@ -111,13 +112,47 @@ def _read_json(path: Path, inside: Path) -> Any:
         raise ReportError(f"{path}: not a readable JSON file ({type(err).__name__})") from None
 
 
+def _read_evals(run_dir: Path) -> dict[str, dict[str, Any]]:
+    evals = {}
+    for eval_path in sorted(run_dir.glob("eval_*.json")):
+        record = _read_json(eval_path, run_dir)
+        name = record.get("attack", {}).get("name") or eval_path.stem[5:]
+        if record.get("precision", "fp32") != "fp32":  # a bf16 evaluation is its own column
+            name = f"{name}_{record['precision']}"
+        evals[name] = record
+    return evals
+
+
+#: The evaluation whose numbers fill an audited model's main columns: the attack a run's test split uses.
+AUDIT_MAIN = "pgd20"
+
+
+def audit_run(run_dir: Path, evals: dict[str, dict[str, Any]]) -> Run:
+    """A folder of ``batlit.evaluate weights=...`` results as one row: its main columns from its
+    ``eval_pgd20.json`` (a trained run's test-split attack), else from its first evaluation, which
+    the label then names; its evaluations as the extra columns, as for a run."""
+    main_name = AUDIT_MAIN if AUDIT_MAIN in evals else sorted(evals)[0]
+    main = evals[main_name]
+    label = f"{run_dir.name} [audit: {main.get('model', '?')}" + ("" if main_name == AUDIT_MAIN else f", {main_name}") + "]"
+    attack = main.get("attack") or {}
+    metrics = {**main, "method": label, "num_test_samples": main.get("n_samples"), "data": main.get("data"),
+               "attack": {**attack, "steps": attack.get("steps", main_name)}}
+    config = {"audit": {"weights": Path(str(main.get("weights"))).name, "model": main.get("model"),
+                        "data": main.get("data"), "normalization": (main.get("normalization") or {}).get("name")}}
+    return Run(run_dir, metrics, flatten(config), evals)
+
+
 def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
+    """The training runs (folders with ``metrics.json``) under each path, and the audited models
+    (folders whose ``eval_*.json`` name ``weights``: :func:`audit_run`)."""
     runs, seen = [], set()
     for root in paths:
         if not root.exists():
             raise ReportError(f"{what}: '{root}' does not exist")
+        before = len(runs)
         found = sorted(root.rglob("metrics.json")) if root.is_dir() else []
-        if not found:
+        audits = sorted({p.parent for p in root.rglob("eval_*.json")} - {p.parent for p in found}) if root.is_dir() else []
+        if not found and not audits:
             raise ReportError(f"{what}: no metrics.json under '{root}' (is it a batlit.train run or multirun folder?)")
         for metrics_path in found:
             run_dir = metrics_path.parent.resolve()
@@ -126,14 +161,16 @@ def find_runs(paths: Sequence[Path], what: str = "RUN_DIR") -> list[Run]:
             seen.add(run_dir)
             config_path = run_dir / "config.yaml"
             config = read_plain_yaml(config_path, inside=run_dir) if os.path.lexists(config_path) else {}
-            evals = {}
-            for eval_path in sorted(run_dir.glob("eval_*.json")):
-                record = _read_json(eval_path, run_dir)
-                name = record.get("attack", {}).get("name") or eval_path.stem[5:]
-                if record.get("precision", "fp32") != "fp32":  # a bf16 evaluation is its own column
-                    name = f"{name}_{record['precision']}"
-                evals[name] = record
-            runs.append(Run(run_dir, _read_json(metrics_path, run_dir), flatten(config or {}), evals))
+            runs.append(Run(run_dir, _read_json(metrics_path, run_dir), flatten(config or {}), _read_evals(run_dir)))
+        for folder in audits:
+            run_dir = folder.resolve()
+            evals = _read_evals(run_dir)
+            if run_dir in seen or not any(isinstance(r, dict) and r.get("weights") for r in evals.values()):
+                continue
+            seen.add(run_dir)
+            runs.append(audit_run(run_dir, evals))
+        if not found and len(runs) == before:
+            raise ReportError(f"{what}: no metrics.json or audited model under '{root}'")
     return runs
 
 
