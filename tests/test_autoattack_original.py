@@ -210,6 +210,8 @@ def test_class_counts_and_versions_the_original_cannot_run_are_one_line(tmp_path
     with pytest.raises(ConfigError, match="attack.version must be one of standard, plus, rand, .*got 'stanard'"):
         check_config(cfg)
     check_config(OmegaConf.merge(cfg, {"attack": {"version": "plus"}}))
+    with pytest.raises(ConfigError, match="got 'fast'"):
+        check_config(OmegaConf.merge(cfg, {"attack": {"kind": "autoattack_fast", "version": "fast"}}))
 
 
 def test_the_torchattacks_variant_is_only_autoattack_fast(digits_model):

@@ -4,8 +4,13 @@ Attacks (config group ``attack`` in ``conf/evaluate/``):
 
 - ``pgd20``: PGD-20 on cross-entropy, step ε/4, uniform start (the paper's evaluation, docs/design.md §3);
 - ``cw``: CW∞, PGD on the CW margin loss with κ = 50, 30 steps (the FAT/GAIRAT evaluation code);
-- ``autoattack``: AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square; Croce & Hein 2020),
-  from torchattacks; ``apgd_ce`` runs its first component alone;
+- ``autoattack``: the original AutoAttack (Croce & Hein 2020), built from the authors' code
+  (``pyautoattack``, as RobustBench runs it; batlit.attacks.autoattack): ``standard`` = APGD-CE,
+  APGD-T, FAB-T (100 iterations each, 9 target classes), Square (5000 queries); ``attack.version``
+  ``plus`` or ``rand``, or one component (``apgd_ce`` runs the first alone); the same per-class
+  results as ``pyautoattack.AutoAttack`` on the same images (tests/test_autoattack_original.py);
+- ``autoattack_fast``: torchattacks' AutoAttack, 10 iterations per component — not the original
+  AutoAttack and weaker: never the default, never reported as AutoAttack;
 - ``clean``: no attack.
 
 Only samples classified correctly so far are attacked by the next component (as AutoAttack does),
