@@ -204,6 +204,9 @@ def test_class_counts_and_versions_the_original_cannot_run_are_one_line(tmp_path
     with pytest.raises(ConfigError, match="APGD-DLR needs at least 3 classes"):
         build_attack(_spec("apgd-dlr"), model, EPS, 2, 0)
     assert [n for n, _ in build_attack(_spec("apgd-ce"), model, EPS, 5, 0)] == ["APGD-CE"]
+    from batlit.attacks import autoattack as library
+
+    assert AUTOATTACK_VERSIONS == library.AUTOATTACK_VERSIONS + library.AUTOATTACK_COMPONENTS
     (tmp_path / "x.ckpt").write_bytes(b"")
     cfg = OmegaConf.create({"ckpt": str(tmp_path / "x.ckpt"), "device": "cpu", "n_samples": None, "batch_size": 8,
                             "eps": None, "attack": {"kind": "autoattack", "version": "stanard"}})
