@@ -234,3 +234,17 @@ def test_the_torchattacks_variant_is_only_autoattack_fast(digits_model):
     assert OmegaConf.load(conf / "autoattack.yaml").kind == "autoattack"
     assert OmegaConf.load(conf / "apgd_ce.yaml").kind == "autoattack"
     assert "NOT the original AutoAttack" in (conf / "autoattack_fast.yaml").read_text()
+
+
+def test_cost_estimate_counts_every_original_component():
+    """evaluate's up-front estimate reads each component's work from the authors' settings: APGD-CE 100
+    steps, APGD-T and FAB-T 9 targets × 100, Square 5000 queries (standard); rand's 20 EOT draws."""
+    from torch import nn
+
+    from batlit.attacks.autoattack import autoattack_components
+    from batlit.evaluate import _work
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
+    assert [_work(c) for c in autoattack_components(model, 0.1, "standard")] == [(100, 0), (900, 0), (900, 0), (0, 5000)]
+    assert [_work(c) for c in autoattack_components(model, 0.1, "rand")] == [(2000, 0), (2000, 0)]
+    assert _work(autoattack_components(model, 0.1, "plus")[2]) == (500, 0)  # FAB, untargeted, 5 restarts

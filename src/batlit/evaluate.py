@@ -346,6 +346,8 @@ def _work(attack: Any) -> tuple[int, int] | None:
     """(gradient steps, forward-only queries) one image costs a component at most, read from the
     attack object's own settings (batlit's PGD, pyautoattack's and torchattacks' classes), or None
     when it names none of them."""
+    if isinstance(getattr(attack, "work", None), tuple):  # batlit.attacks.autoattack.OriginalComponent
+        return attack.work
     for obj in (attack, getattr(attack, "attack", None), getattr(attack, "__self__", None),
                 getattr(attack, "func", None)):
         if obj is None:

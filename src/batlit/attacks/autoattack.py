@@ -93,6 +93,20 @@ class OriginalComponent:
             aa.apgd_targeted.seed = aa.get_seed()  # apgd-t
             return aa.apgd_targeted.perturb(x, y)
 
+    @property
+    def work(self) -> tuple[int, int]:
+        """(gradient steps, forward-only queries) one image costs this component at most, from the
+        authors' settings: iterations × restarts × target classes × EOT draws; Square's queries."""
+        aa, name = self.adversary, self.name
+        if name == "square":
+            return 0, int(aa.square.n_queries) * int(aa.square.n_restarts)
+        if name in ("fab", "fab-t"):
+            targets = int(aa.fab.n_target_classes) if name == "fab-t" else 1
+            return int(aa.fab.n_iter) * (1 if name == "fab-t" else self.fab_restarts) * targets, 0
+        attack = aa.apgd_targeted if name == "apgd-t" else aa.apgd
+        targets = int(attack.n_target_classes) if name == "apgd-t" else 1
+        return int(attack.n_iter) * int(attack.n_restarts) * targets * int(getattr(attack, "eot_iter", 1) or 1), 0
+
     def __repr__(self) -> str:
         return f"OriginalComponent({self.name!r}, eps={self.adversary.epsilon}, seed={self.adversary.seed})"
 
