@@ -537,8 +537,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     from .weights import require_source_on_command_line
 
-    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt attack=pgd20 (or weights=FILE "
-                                   "model=resnet18 data=cifar10_jpeg)")
+    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt attack=pgd20")  # or weights=
     _hydra_main()
 
 
