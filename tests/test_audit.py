@@ -315,7 +315,7 @@ def test_the_shipped_model_clean_per_class(tmp_path, shared_cifar10_jpeg):
 @pytest.mark.slow
 def test_the_shipped_model_has_no_robustness_under_pgd10(tmp_path, shared_cifar10_jpeg):
     """The same model under PGD-10 at 8/255: 0% robust accuracy in every class, as a model without
-    adversarial training must have (on this project's 2-core CPU: about 1-2 minutes)."""
+    adversarial training must have (174 s on this project's 2-core Xeon CPU, shared with other tests)."""
     proc = run_cli("batlit.evaluate", f"weights={_model_test_pt()}", "model=resnet18", "data=cifar10_jpeg",
                    f"data_root={shared_cifar10_jpeg}", "n_samples=200", "attack=pgd20", "attack.steps=10",
                    f"out_dir={tmp_path}", "progress_bar=false", "device=cpu", timeout=900)
