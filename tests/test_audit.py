@@ -7,7 +7,6 @@ read from the installed package, on the shared CIFAR-10 JPEGs."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import struct

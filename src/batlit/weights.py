@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError
+
+if TYPE_CHECKING:  # annotations only: importing batlit.evaluate stays light until a file is read
+    import torch
 
 #: The input normalizations ``normalization=`` names (mean, std per channel); or give
 #: ``normalization={mean:[...],std:[...]}``. ``none``: the model takes [0, 1] images as they are.
