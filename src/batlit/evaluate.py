@@ -4,8 +4,13 @@ Attacks (config group ``attack`` in ``conf/evaluate/``):
 
 - ``pgd20``: PGD-20 on cross-entropy, step ε/4, uniform start (the paper's evaluation, docs/design.md §3);
 - ``cw``: CW∞, PGD on the CW margin loss with κ = 50, 30 steps (the FAT/GAIRAT evaluation code);
-- ``autoattack``: AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square; Croce & Hein 2020),
-  from torchattacks; ``apgd_ce`` runs its first component alone;
+- ``autoattack``: the original AutoAttack (Croce & Hein 2020), built from the authors' code
+  (``pyautoattack``, as RobustBench runs it; batlit.attacks.autoattack): ``standard`` = APGD-CE,
+  APGD-T, FAB-T (100 iterations each, 9 target classes), Square (5000 queries); ``attack.version``
+  ``plus`` or ``rand``, or one component (``apgd_ce`` runs the first alone); the same per-class
+  results as ``pyautoattack.AutoAttack`` on the same images (tests/test_autoattack_original.py);
+- ``autoattack_fast``: torchattacks' AutoAttack, 10 iterations per component — not the original
+  AutoAttack and weaker: never the default, never reported as AutoAttack;
 - ``clean``: no attack.
 
 Only samples classified correctly so far are attacked by the next component (as AutoAttack does),
@@ -36,7 +41,7 @@ from .config import (ATTACK_LOSSES, ConfigError, exit_on_user_error, register_re
 
 register_resolvers()
 
-KINDS = ("pgd", "autoattack", "none")
+KINDS = ("pgd", "autoattack", "autoattack_fast", "none")
 EVAL_PRECISIONS = ("fp32", "bf16")  # fp32: the reported numbers; bf16: faster, docs/performance.md
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 
@@ -76,7 +81,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"attack.step_size must be > 0 or null, got {spec.step_size!r}")
         if not _is_int(spec.get("restarts", 1)) or spec.get("restarts", 1) < 1:
             raise ConfigError(f"attack.restarts must be an integer >= 1, got {spec.restarts!r}")
-    if spec.kind == "autoattack" and spec.get("version") not in AUTOATTACK_VERSIONS:
+    if spec.kind in ("autoattack", "autoattack_fast") and spec.get("version") not in AUTOATTACK_VERSIONS:
         raise ConfigError(f"attack.version must be one of {', '.join(AUTOATTACK_VERSIONS)}, got {spec.get('version')!r}")
     if not _is_int(cfg.get("eval_seed", 0)) or cfg.get("eval_seed", 0) < 0:
         raise ConfigError(f"eval_seed must be an integer >= 0, got {cfg.get('eval_seed')!r}")
@@ -87,7 +92,9 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _component_name(attack: Any) -> str:
-    kind = type(attack).__name__
+    if hasattr(attack, "display_name"):  # batlit.attacks.autoattack.OriginalComponent
+        return attack.display_name
+    kind = type(attack).__name__  # torchattacks' classes (autoattack_fast)
     if kind == "APGD":
         return f"APGD-{attack.loss.upper()}"
     if kind == "APGDT":
@@ -98,7 +105,12 @@ def _component_name(attack: Any) -> str:
 
 
 def build_attack(spec: DictConfig, model, eps: float, num_classes: int, seed: int) -> list[tuple[str, Attack]]:
-    """The attack as a list of named components, each a torchattacks-style ``(images, labels) -> adv``."""
+    """The attack as a list of named components, each a torchattacks-style ``(images, labels) -> adv``.
+
+    ``kind: autoattack`` is the authors' AutoAttack (``pyautoattack``, batlit.attacks.autoattack);
+    ``kind: autoattack_fast`` is torchattacks' AutoAttack, whose APGD, APGD-T and FAB run 10 iterations
+    instead of the original's 100: weaker, never the default, never reported as AutoAttack.
+    """
     if spec.kind == "none":
         return []
     if spec.kind == "pgd":
@@ -108,6 +120,12 @@ def build_attack(spec: DictConfig, model, eps: float, num_classes: int, seed: in
         restarts = int(spec.get("restarts", 1))
         return [(f"PGD-{spec.steps} ({spec.loss})" + (f" restart {r + 1}" if restarts > 1 else ""), attack)
                 for r in range(restarts)]
+    if spec.kind == "autoattack":
+        from .attacks.autoattack import autoattack_components, check_autoattack_classes
+
+        if (why := check_autoattack_classes(spec.version, num_classes)) is not None:
+            raise ConfigError(why)
+        return [(_component_name(a), a) for a in autoattack_components(model, eps, spec.version, seed)]
     import torchattacks
 
     single = {"apgd-ce": lambda: torchattacks.APGD(model, norm="Linf", eps=eps, loss="ce", seed=seed),
