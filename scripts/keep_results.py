@@ -3,15 +3,19 @@
 A study's run folders (checkpoints, logs) live under outputs/, which no session keeps. This copies
 what the reports read, and nothing else, into a tracked folder:
 
-    metrics.json  config.yaml  csv/metrics.csv  eval_*.json  eval_*.npz (per-image outcomes)
+    metrics.json  config.yaml  csv/metrics.csv  eval_*.json
 
-and, with ``--weights`` (study round 3), ``weights.pt``: the run's final weights alone, the weights its
+With ``--per-image`` (study round 3) also each evaluation's per-image outcomes, ``eval_*.npz``; and
+with ``--weights`` (study round 3), ``weights.pt``: the run's final weights alone, the weights its
 reports and evaluations measured (the trained model, or CFA's averaged one), as a state dict read from
 ``checkpoints/last.ckpt`` with ``weights_only=True`` and saved without the optimizer, the callbacks or
 anything else, so any later evaluation needs no retraining:
 
-    import torch
-    from batlit.checkpoint import build_model  # with the kept config.yaml's model section
+    import torch, yaml
+    from omegaconf import OmegaConf
+    from batlit.checkpoint import build_model
+    config = OmegaConf.create(yaml.safe_load(open("config.yaml")))  # the kept config: the model section
+    model = build_model(config)
     model.load_state_dict(torch.load("weights.pt", weights_only=True))
 
 Checkpoints (with their optimizer state) are never kept. Absolute paths of this machine inside them (the repository root, the study folder) are rewritten as
@@ -20,7 +24,7 @@ overwritten: its test metrics are compared with the new copy's instead (a base m
 the CPU to fine-tune from must reproduce the kept one), and the comparison is printed.
 
     python scripts/keep_results.py outputs/study_round2_small/pgd_at/seed0 docs/results/round2/small/pgd_at/seed0
-    python scripts/keep_results.py --weights outputs/study_round3/cfa/seed0 results/round3/cfa/seed0
+    python scripts/keep_results.py --per-image --weights outputs/study_round3/cfa/seed0 results/round3/cfa/seed0
 """
 
 from __future__ import annotations
@@ -77,8 +81,9 @@ def relative_text(text: str, roots: list[Path]) -> str:
     return text
 
 
-def keep(src: Path, dst: Path, weights: bool = False) -> str:
-    """Copy src's result files into dst (see the module's docstring); ``weights``: keep weights.pt too."""
+def keep(src: Path, dst: Path, weights: bool = False, per_image: bool = False) -> str:
+    """Copy src's result files into dst (see the module's docstring); ``per_image``: the eval_*.npz
+    too; ``weights``: weights.pt too."""
     from batlit.safe_io import atomic_write_bytes, atomic_write_text, read_regular_bytes
 
     src, dst = src.resolve(), dst.resolve()
@@ -88,7 +93,7 @@ def keep(src: Path, dst: Path, weights: bool = False) -> str:
     ckpt = src / "checkpoints" / "last.ckpt"
     if weights and not ckpt.is_file():
         raise SystemExit(f"keep_results: --weights and no checkpoint at '{ckpt}'")
-    binary = [p.name for p in sorted(src.glob("eval_*.npz"))] + ([WEIGHTS] if weights else [])
+    binary = ([p.name for p in sorted(src.glob("eval_*.npz"))] if per_image else []) + ([WEIGHTS] if weights else [])
     if (dst / "metrics.json").is_file():
         kept = json.loads((dst / "metrics.json").read_text())
         new = json.loads((src / "metrics.json").read_text())
@@ -121,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", type=Path, help="the tracked folder to keep it in")
     parser.add_argument("--weights", action="store_true",
                         help="also keep the final weights (weights.pt, from checkpoints/last.ckpt)")
+    parser.add_argument("--per-image", action="store_true", help="also keep the per-image outcomes (eval_*.npz)")
     args = parser.parse_args(argv)
-    print(keep(args.src, args.dst, args.weights))
+    print(keep(args.src, args.dst, args.weights, args.per_image))
     return 0
 
 

@@ -127,19 +127,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=27, help="evaluations the study makes")
     parser.add_argument("--hours", type=float, default=6.0, help="the time the evaluations may take")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--measured", action="store_true",
+                        help="ckpt is this script's JSON output: extrapolate again from its measurement, measure nothing")
     args = parser.parse_args(argv)
     if not args.ckpt.is_file():
-        parser.error(f"ckpt: no checkpoint file at '{args.ckpt}'")
+        parser.error(f"ckpt: no file at '{args.ckpt}'")
     refs = reference_fractions(args.reference)
     if not refs:
         parser.error(f"--reference: no eval_autoattack.json with the standard components under '{args.reference}'")
-    result = measure(args.ckpt, args.n_samples, args.batch_size, 0)
+    if args.measured:
+        result = json.loads(args.ckpt.read_text())
+        result.pop("extrapolation", None)
+    else:
+        result = measure(args.ckpt, args.n_samples, args.batch_size, 0)
     per_attacked = {c: result["components"][c]["wall_s_per_image"] for c in COMPONENTS}
     costs = {r["run"]: per_image_cost(per_attacked, r) for r in refs}
     worst = max(costs.values())
     # round 2's machine against this one: PGD-20's seconds per image there (its kept eval_pgd20.json)
     pgd_there = [json.loads(p.read_text()) for p in sorted(args.reference.glob("*/seed*/eval_pgd20.json"))]
     there = statistics.fmean(r["seconds"] / r["n_samples"] for r in pgd_there) if pgd_there else None
+    # on round 2's machine: every component scaled as PGD-20 (the same model's fp32 forwards and backwards)
+    ratio = result["pgd20_wall_s_per_image"] / there if there else None
     result["extrapolation"] = {
         "reference": str(args.reference), "per_image_s_by_reference_run": {k: round(v, 3) for k, v in costs.items()},
         "per_image_s_mean": round(statistics.fmean(costs.values()), 3), "per_image_s_max": round(worst, 3),
@@ -147,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         "affordable_n_samples_at_max": affordable(worst, args.runs, args.hours),
         "affordable_n_samples_at_mean": affordable(statistics.fmean(costs.values()), args.runs, args.hours),
         "pgd20_s_per_image_reference_machine": there,
-        "this_machine_over_reference_machine_pgd20": None if not there else result["pgd20_wall_s_per_image"] / there,
+        "this_machine_over_reference_machine_pgd20": ratio,
+        "per_image_s_max_on_reference_machine": None if not ratio else round(worst / ratio, 3),
+        "affordable_n_samples_at_max_on_reference_machine": None if not ratio else
+        affordable(worst / ratio, args.runs, args.hours),
     }
     text = json.dumps(result, indent=2)
     if args.out:

@@ -20,7 +20,7 @@
 # from its last.ckpt, a killed evaluation from its partial file. A run is kept in RESULTS
 # (results/round3, tracked) once both its evaluations are done: metrics.json, config.yaml,
 # csv/metrics.csv, eval_*.json, eval_*.npz and weights.pt (its final weights alone, from last.ckpt;
-# never a checkpoint with optimizer state), by scripts/keep_results.py --weights. A run kept there is
+# never a checkpoint with optimizer state), by scripts/keep_results.py --per-image --weights. A run kept there is
 # not trained again. COMMIT=1 commits each kept run and each regenerated table (results/round3 alone).
 # FRL and FAAL fine-tune the same seed's TRADES(6): when its checkpoint is not on this machine, it is
 # retrained first, and keep_results.py says whether it reproduced the kept one.
@@ -66,7 +66,7 @@ OUT=$RESULTS stamp_protocol "$PROTOCOL"  # kept results of another protocol are 
 keep_run() {
   local run="$OUT/$1"
   [ -f "$run/eval_pgd20.json" ] && [ -f "$run/eval_autoattack.json" ] || return 0
-  "$PY" scripts/keep_results.py --weights "$run" "$RESULTS/$1"
+  "$PY" scripts/keep_results.py --per-image --weights "$run" "$RESULTS/$1"
   commit_results "$1"
 }
 
@@ -97,7 +97,7 @@ run_method() {
         if [ -f "$RESULTS/$base/seed$seed/metrics.json" ]; then
           echo "retrain  $base/seed$seed: $method fine-tunes it and its checkpoint is not on this machine"
           EXPERIMENT=study3_$base NEED_CKPT=1 train "$base/seed$seed" seed="$seed"
-          "$PY" scripts/keep_results.py --weights "$OUT/$base/seed$seed" "$RESULTS/$base/seed$seed"
+          "$PY" scripts/keep_results.py --per-image --weights "$OUT/$base/seed$seed" "$RESULTS/$base/seed$seed"
         else
           echo "skip     $name: $base/seed$seed is not trained yet"; return 0
         fi
