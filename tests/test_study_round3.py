@@ -245,7 +245,10 @@ def test_tables_by_hand(tmp_path):
 
 
 def test_study_script_refuses_bad_input_before_any_work(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "RESULTS": str(tmp_path / "kept")}
+    python = tmp_path / "py"  # any use of Python (the first step of any work) fails the test, trains nothing
+    python.write_text("#!/usr/bin/env bash\necho \"python ran: $*\" >&2\nexit 3\n")
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "OUT": str(tmp_path / "out"), "RESULTS": str(tmp_path / "kept")}
     for key, value, says in (("METHODS", "trades6 nope", "no conf/experiment/study3_nope.yaml for 'nope'"),
                              ("SEEDS", "0 x", "'x' is not a non-negative integer"),
                              ("AA_SAMPLES", "0", "AA_SAMPLES must be a positive integer")):
