@@ -219,7 +219,7 @@ def power_line(results: list[Result]) -> str:
     two_se = sorted(2 * r.worst_se for r in results)
     seeds = sorted({len(r.seeds) for r in results})
     return (f"Power: on {results[0].images} images ({results[0].images // results[0].classes} per class) and "
-            f"{'/'.join(map(str, seeds))} paired seeds, this design resolves a worst-class difference at 2 SE "
+            f"{'/'.join(map(str, seeds))} paired seed{'s' * (seeds != [1])}, this design resolves a worst-class difference at 2 SE "
             f"from {statistics.median(two_se):.1f} points (the median over the {len(results)} claims of twice the "
             f"bootstrap SE of the worst-class difference; from {two_se[0]:.1f} to {two_se[-1]:.1f}).")
 
