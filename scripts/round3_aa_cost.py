@@ -12,7 +12,15 @@ component). Those were torchattacks' 10-iteration variant, which leaves more ima
 original: the extrapolation overstates the attacked images, so the size it gives errs on the safe side.
 
     python scripts/round3_aa_cost.py outputs/round3_aa_cost/pgd_at/checkpoints/last.ckpt \\
-        --reference docs/results/round2/large --runs 27 --hours 6
+        --reference docs/results/round2/large --runs 27 --hours 6 --out outputs/round3_aa_cost/aa_cost.json
+    python scripts/round3_aa_cost.py --measured outputs/round3_aa_cost/aa_cost.json --hours 8   # again, no measuring
+
+Machines: the extrapolation is given for this machine; for the machine that ran the reference, twice:
+scaled by the ratio of PGD-20's seconds per image here to the reference's kept eval_pgd20.json; and
+from the reference's own kept AutoAttack seconds (torchattacks' variant: 10 iterations of APGD-CE,
+APGD-T and FAB-T, the same Square), each run's times the original/variant cost ratio measured here
+for its fractions (each component's cost proportional to its iterations). The second uses the
+reference machine's own attack times, small batches included, and is the one the study's size uses.
 
 The short model it is meant for: experiment=study_cifar10_cpu_large trained a few epochs
 (docs/results_round3.md gives the command). Prints one JSON object; --out writes it too.
@@ -68,6 +76,18 @@ def per_image_cost(seconds_per_attacked: dict[str, float], fractions: dict[str, 
     """Seconds per evaluated image: each component's seconds per attacked image times the fraction of
     the images it attacks."""
     return sum(seconds_per_attacked[c] * fractions[c] for c in COMPONENTS)
+
+
+# torchattacks' variant (round 2's attack=autoattack) against the original: its APGD-CE, APGD-T and FAB-T
+# run 10 iterations instead of 100 (the same targets), its Square the same 5,000 queries
+VARIANT_SHARE = {"APGD-CE": 0.1, "APGD-T": 0.1, "FAB-T": 0.1, "Square": 1.0}
+
+
+def original_over_variant(seconds_per_attacked: dict[str, float], fractions: dict[str, float]) -> float:
+    """How many times the original's cost the variant's is on a model with these fractions, each
+    component's cost taken as proportional to its iterations."""
+    return per_image_cost(seconds_per_attacked, fractions) / sum(
+        seconds_per_attacked[c] * fractions[c] * VARIANT_SHARE[c] for c in COMPONENTS)
 
 
 def affordable(per_image: float, runs: int, hours: float, classes: int = 10) -> int:
@@ -148,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     there = statistics.fmean(r["seconds"] / r["n_samples"] for r in pgd_there) if pgd_there else None
     # on round 2's machine: every component scaled as PGD-20 (the same model's fp32 forwards and backwards)
     ratio = result["pgd20_wall_s_per_image"] / there if there else None
+    on_ref = [r["seconds_per_1000"] / 1000 * original_over_variant(per_attacked, r) for r in refs]
+    ref_max, ref_mean = max(on_ref), statistics.fmean(on_ref)
     result["extrapolation"] = {
         "reference": str(args.reference), "per_image_s_by_reference_run": {k: round(v, 3) for k, v in costs.items()},
         "per_image_s_mean": round(statistics.fmean(costs.values()), 3), "per_image_s_max": round(worst, 3),
@@ -156,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         "affordable_n_samples_at_mean": affordable(statistics.fmean(costs.values()), args.runs, args.hours),
         "pgd20_s_per_image_reference_machine": there,
         "this_machine_over_reference_machine_pgd20": ratio,
+        # on the reference machine from its own kept times: each run's variant seconds per image times
+        # the original/variant ratio measured here for that run's fractions
+        "per_image_s_on_reference_machine_by_run": {
+            r["run"]: round(r["seconds_per_1000"] / 1000 * original_over_variant(per_attacked, r), 3) for r in refs},
+        "per_image_s_max_on_reference_machine_from_variant": round(ref_max, 3),
+        "affordable_n_samples_at_max_on_reference_machine_from_variant": affordable(ref_max, args.runs, args.hours),
+        "per_image_s_mean_on_reference_machine_from_variant": round(ref_mean, 3),
+        "affordable_n_samples_at_mean_on_reference_machine_from_variant": affordable(ref_mean, args.runs, args.hours),
         "per_image_s_max_on_reference_machine": None if not ratio else round(worst / ratio, 3),
         "affordable_n_samples_at_max_on_reference_machine": None if not ratio else
         affordable(worst / ratio, args.runs, args.hours),

@@ -91,6 +91,9 @@ def test_aa_cost_arithmetic_by_hand(tmp_path):
     per = {"APGD-CE": 0.2, "APGD-T": 2.0, "FAB-T": 3.0, "Square": 1.0}
     assert round3_aa_cost.per_image_cost(per, ref) == pytest.approx(0.1 + 0.5 + 0.6 + 0.2)
     assert round3_aa_cost.affordable(1.4, runs=27, hours=6) == 570  # 21600 / 37.8 = 571.4, down to 10 a class
+    # the variant runs a tenth of the original's iterations but the same Square: 2.4 against 0.05+0.05+0.06+0.8
+    per = {"APGD-CE": 1.0, "APGD-T": 2.0, "FAB-T": 3.0, "Square": 4.0}
+    assert round3_aa_cost.original_over_variant(per, ref) == pytest.approx(2.4 / 0.96)
 
 
 def _checkpoint(path: Path, reported: str = "model", big: bool = False) -> dict:
