@@ -7,7 +7,7 @@ On one process, the same model and the same test images, it alternates batlit's 
 folded) and ``pyautoattack.AutoAttack(model, norm="Linf", eps=..., version=..., seed=...)
 .run_standard_evaluation`` on the model as trained, ``--repeats`` times each (batlit first on even
 repeats, the original first on odd ones, so that a busy machine slows both alike). It prints images
-per second for each and whether the robust images per class after every component are identical.
+per second for each and whether the counts of robust images per class after every component are identical.
 
 Identical needs the same images in each ``perturb`` call: the original batches the images still
 robust across the whole set, batlit batch by batch of the test loader, so the two agree call for

@@ -3,14 +3,14 @@
 The equality test attacks a small adversarially trained CNN (8x8 digits, trained here in about two
 seconds) with batlit's path (``build_attack`` + ``evaluate``, the loop ``batlit.evaluate`` runs) and
 with ``pyautoattack.AutoAttack(...).run_standard_evaluation`` on the same images, and asserts the
-same robust images per class after every component. Both are seeded alike and see the same images
+same number of robust images in each class after every component. Both are seeded alike and see the same images
 in each ``perturb`` call (one batch holds them all), so the results must be equal, not close.
 
 BatchNorm: ``evaluate`` folds each BatchNorm into its convolution (batlit.models.fold), which
 changes logits by float rounding only; the original is run on the same folded model (the same
-function, to the bit) so that equality is exact. On this model the original on the unfolded model
-also gives the same counts (scripts/aa_compare.py reports both, docs/evaluation.md), but rounding
-could flip a borderline image, so the test does not rely on it.
+function, to the bit) so that equality is exact. On the quickstart model the original on the
+unfolded model gave the same counts as batlit folded (scripts/aa_compare.py, docs/evaluation.md),
+but rounding could flip a borderline image, so the test does not rely on it.
 
 The settings test stubs every attack's ``perturb`` and records the state the caller set (loss,
 seed, restarts, iterations, targets, queries, EOT) for each call, in the original's loop and in
@@ -204,6 +204,9 @@ def test_class_counts_and_versions_the_original_cannot_run_are_one_line(tmp_path
     with pytest.raises(ConfigError, match="APGD-DLR needs at least 3 classes"):
         build_attack(_spec("apgd-dlr"), model, EPS, 2, 0)
     assert [n for n, _ in build_attack(_spec("apgd-ce"), model, EPS, 5, 0)] == ["APGD-CE"]
+    from batlit.attacks import autoattack as library
+
+    assert AUTOATTACK_VERSIONS == library.AUTOATTACK_VERSIONS + library.AUTOATTACK_COMPONENTS
     (tmp_path / "x.ckpt").write_bytes(b"")
     cfg = OmegaConf.create({"ckpt": str(tmp_path / "x.ckpt"), "device": "cpu", "n_samples": None, "batch_size": 8,
                             "eps": None, "attack": {"kind": "autoattack", "version": "stanard"}})
