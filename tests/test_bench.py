@@ -182,6 +182,7 @@ def test_gpu_study_script_dry_run(tmp_path, shared_cifar10_jpeg):
     assert other.returncode == 2 and "use another OUT" in other.stderr and "training" not in other.stdout
 
 
+@pytest.mark.slow  # five fresh bench processes
 def test_speedup_rounds_reports_each_round_and_the_median(tmp_path):
     out = tmp_path / "rounds.json"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "speedup_rounds.py"), "--rounds", "2", "--out", str(out),

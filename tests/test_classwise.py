@@ -276,6 +276,7 @@ def test_cfa_reports_its_averaged_model(tmp_path):
     assert record["class_state"]["eps_scale"] == pytest.approx([0.5 + t for t in record["class_state"]["train_accuracy"]])
 
 
+@pytest.mark.slow  # a real SIGKILL; test_reliability's SIGKILL test keeps resume exactness in `make test`
 def test_class_state_is_exact_after_sigkill_and_resume(tmp_path):
     """CFA's training-example sums, margins and averaged model, and WAT's cumulative losses, are
     buffers: a run killed after its first epoch and resumed ends with the uninterrupted state."""

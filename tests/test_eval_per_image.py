@@ -100,6 +100,7 @@ def test_eval_seed_below_zero_is_a_config_error(tmp_path):
     check_config(OmegaConf.merge(cfg, {"eval_seed": 3}))
 
 
+@pytest.mark.slow  # a real SIGKILL; test_each_batchs_randomness_is_its_own resumes in-process in `make test`
 def test_a_killed_evaluation_resumes_to_the_uninterrupted_result(runs, tmp_path):
     ckpt = runs[0] / "checkpoints" / "last.ckpt"
     killed = tmp_path / "killed"

@@ -73,12 +73,12 @@ def test_wandb_runs_of_one_sweep_share_a_group(sweep):
 
 def test_evaluate_each_attack_in_one_multirun(sweep):
     ckpt = sweep / "0" / "checkpoints" / "last.ckpt"
-    proc = run_cli("batlit.evaluate", "-m", f"ckpt={ckpt}", "attack=pgd20,cw,autoattack", "n_samples=10",
+    proc = run_cli("batlit.evaluate", "-m", f"ckpt={ckpt}", "attack=pgd20,cw,apgd_ce", "n_samples=10",
                    "progress_bar=false")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = sweep / "0"
     for attack, components in (("pgd20", ["PGD-20 (ce)"]), ("cw", ["PGD-30 (cw)"]),
-                               ("autoattack", ["APGD-CE", "APGD-T", "FAB-T", "Square"])):
+                               ("apgd_ce", ["APGD-CE"])):  # the whole original AutoAttack: tests/test_autoattack_original.py
         record = json.loads((run_dir / f"eval_{attack}.json").read_text())
         assert record["n_samples"] == 10 and record["attack"]["name"] == attack
         assert record["fold_batchnorm"] is True  # the default: BatchNorm folded (tests/test_fold.py)
@@ -94,7 +94,7 @@ def test_evaluate_each_attack_in_one_multirun(sweep):
         assert f"eval_{attack}.json" in proc.stdout
     # the report picks the evaluations up as extra columns
     result = report_mod.report([sweep], out=sweep / "report_eval", figures=False)
-    assert "autoattack Avg Rob" in result["table"] and "cw Worst Rob" in result["table"]
+    assert "apgd_ce Avg Rob" in result["table"] and "cw Worst Rob" in result["table"]
 
 
 def test_evaluate_bad_input_is_one_line(tmp_path, sweep):
