@@ -26,7 +26,6 @@ method and its baseline are compared image by image and seed by seed (batlit.sta
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import numpy as np
 
 from round2_claims import CLAIMS as ROUND2_CLAIMS
 from round2_claims import Claim
-from round3_tables import ROWS
+from round3_tables import ROWS, study_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from batlit.report import find_runs, read_per_image, rho  # noqa: E402
@@ -225,13 +224,9 @@ def power_line(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", type=Path, help="scripts/study_round3.sh's kept-results folder")
-    args = parser.parse_args(argv)
-    if not (args.study / "protocol.txt").is_file():
-        parser.error(f"{args.study}: not a study folder (no protocol.txt)")
+    study = study_folder(argv, __doc__)
     try:
-        results = evaluate(args.study)
+        results = evaluate(study)
     except ClaimsError as err:
         print(f"round3_claims: {err}", file=sys.stderr)
         return 2

@@ -84,15 +84,21 @@ def cost(study: Path) -> tuple[str, float, int]:
     return "\n".join(lines) + "\n" + note, total, n_runs
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def study_folder(argv: list[str] | None, description: str | None) -> Path:
+    """The one argument of the round-3 scripts: scripts/study_round3.sh's kept-results folder."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", type=Path, help="scripts/study_round3.sh's kept-results folder")
-    args = parser.parse_args(argv)
-    if not (args.study / "protocol.txt").is_file():
-        parser.error(f"{args.study}: not a study folder (no protocol.txt)")
-    print(f"Under the original AutoAttack, on the shared subset ({args.study}):\n\n{table(args.study, 'autoattack')}")
-    print(f"\nUnder PGD-20, on the full test split ({args.study}):\n\n{table(args.study, 'pgd20')}")
-    print(f"\nCost ({args.study}):\n\n{cost(args.study)[0]}")
+    study = parser.parse_args(argv).study
+    if not (study / "protocol.txt").is_file():
+        parser.error(f"{study}: not a study folder (no protocol.txt)")
+    return study
+
+
+def main(argv: list[str] | None = None) -> int:
+    study = study_folder(argv, __doc__)
+    print(f"Under the original AutoAttack, on the shared subset ({study}):\n\n{table(study, 'autoattack')}")
+    print(f"\nUnder PGD-20, on the full test split ({study}):\n\n{table(study, 'pgd20')}")
+    print(f"\nCost ({study}):\n\n{cost(study)[0]}")
     return 0
 
 
