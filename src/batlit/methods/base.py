@@ -21,6 +21,7 @@ from ..attacks import attack_precision, pgd
 from ..attacks._common import check_precision
 from ..config import OPTIMIZERS, SCHEDULERS
 from ..metrics import ClassWiseRobustness, ConfusionCounts
+from . import registry
 
 SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
 
@@ -72,6 +73,17 @@ class AdversarialMethod(L.LightningModule):
     """
 
     needs_val_split = False  # a method that reads the validation split while training sets this
+    # what the harness reads of a method class (batlit.methods.registry): the rules of its
+    # method.<key> values, and its cases of python -m batlit.sync_check (name -> constructor kwargs)
+    hparam_rules: dict[str, registry.Rule] = {}
+    sync_checks: dict[str, dict[str, Any]] = {}
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        """A concrete method class of batlit joins :data:`~batlit.methods.registry.METHODS`;
+        ``class X(AdversarialMethod, abstract=True)`` is a base to build on, not a method."""
+        super().__init_subclass__(**kwargs)
+        if not abstract and cls.__module__.startswith(f"{__package__}."):
+            registry.register(cls)
 
     def __init__(
         self,
@@ -113,6 +125,11 @@ class AdversarialMethod(L.LightningModule):
         raise NotImplementedError
 
     # ---- training ----------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The 1-based epoch being trained: the authors' scripts count epochs from 1."""
+        return self.current_epoch + 1
+
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 

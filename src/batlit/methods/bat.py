@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks import boundary_pgd, pgd
+from ..attacks import boundary_pgd
 from ..metrics import StepsToBoundary
+from . import registry
 from .base import AdversarialMethod
 from .losses import kl_from_logits, kl_from_uniform, kl_to_uniform
+from .objectives import trades_attack
 
 UNIFORM_KL = {"model_to_uniform": kl_to_uniform, "uniform_to_model": kl_from_uniform}
 SOURCES = ("boundary", "fixed")
@@ -44,6 +46,9 @@ class BAT(AdversarialMethod):
         target: which of ``last_clean``, ``first_adv``, ``x_adv`` the target-class loss uses.
         compact, early_exit: how :func:`~batlit.attacks.boundary_pgd` runs (same examples either way).
     """
+
+    hparam_rules = {"alpha": registry.NONNEGATIVE, "beta": registry.NONNEGATIVE, "tau": registry.COUNT}
+    sync_checks = {"bat": {}, "bat_nosync": {"compact": False, "early_exit": False}}
 
     def __init__(
         self,
@@ -87,8 +92,9 @@ class BAT(AdversarialMethod):
             self.steps_to_boundary.update(boundary.steps, y)
             examples.update(last_clean=boundary.last_clean, first_adv=boundary.first_adv)
         if self.source == "fixed" or "x_adv" in self.target:
-            examples["x_adv"] = pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std,
-                                    **self.train_attack)
+            # TRADES' attack, its start projected into the ε-ball and [0, 1] as BAT's examples always were
+            examples["x_adv"] = trades_attack(self.model, x, y, init_std=self.init_std, project_start=True,
+                                              **self.train_attack)
         return examples
 
     def objective(self, x: Tensor, y: Tensor, examples: dict[str, Tensor]) -> dict[str, Tensor]:

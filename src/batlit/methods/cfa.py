@@ -21,16 +21,19 @@ saved beside the trained weights (``averaged_model.*`` in the checkpoint).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .. import sync
+from . import registry
 from .classwise import ClassWiseMethod, check_nonnegative
+from .objectives import LossWeights, PGDATObjective, TRADESObjective
 
 # FAWA's worst-class threshold by base: 0.2 in the authors' README (AT), 0.24 their train.py default (TRADES)
-DEFAULT_THRESHOLD = {"pgd_at": 0.2, "trades": 0.24}
+DEFAULT_THRESHOLD = {PGDATObjective: 0.2, TRADESObjective: 0.24}
 
 
 def cfa_margins(train_accuracy: Tensor, lambda1: float = 0.5) -> Tensor:
@@ -68,18 +71,21 @@ class CFA(ClassWiseMethod):
     """
 
     source = "train_epoch"
+    hparam_rules = {"lambda1": registry.NONNEGATIVE, "lambda2": registry.NONNEGATIVE,
+                    "threshold": registry.UNIT_OR_NULL}
+    sync_checks = {"cfa": {"fawa": False, "begin": 1}}
 
     def __init__(self, *args, ccm: bool = True, ccr: bool = False, lambda1: float = 0.5, lambda2: float = 0.5,
                  begin: int = 10, fawa: bool = True, threshold: float | None = None, decay: float = 0.88,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         check_nonnegative(lambda1=lambda1, lambda2=lambda2)
-        if ccr and self.base != "trades":
+        if ccr and not self.base.has_kl:
             raise ValueError(f"method.ccr: CFA's class-wise regularisation weights TRADES' KL term; "
-                             f"base={self.base} has none")
+                             f"base={self.base.name} has none")
         if isinstance(begin, bool) or int(begin) != begin or begin < 1:
             raise ValueError(f"method.begin must be an integer >= 1 (the epochs before CCM/CCR act), got {begin}")
-        threshold = DEFAULT_THRESHOLD[self.base] if threshold is None else threshold
+        threshold = DEFAULT_THRESHOLD[type(self.base)] if threshold is None else threshold
         if not 0 <= threshold <= 1:
             raise ValueError(f"method.threshold must lie in [0, 1] (a worst-class robust accuracy), got {threshold}")
         if not 0 <= decay <= 1:
@@ -91,7 +97,9 @@ class CFA(ClassWiseMethod):
         k = self.num_classes
         self.add_class_state("train_accuracy", torch.zeros(k))   # t_k of the last epoch
         self.add_class_state("eps_scale", torch.ones(k))         # ε_k / ε
-        self.add_class_state("class_beta", torch.full((k,), self.beta), log=self.base == "trades")  # β_k
+        self.add_class_state("class_beta", torch.full((k,), self.beta), log=self.base.has_kl)  # β_k
+        # the TRADES loss (1 − b)·CE + b·KL holds β in b = β_y/(1 + β_y): its terms add unscaled
+        self.base = dataclasses.replace(self.base, beta=1.0) if self.base.has_kl else self.base
         if self.fawa:
             self.averaged_model = copy.deepcopy(self.model).requires_grad_(False)
             self.register_buffer("fawa_started", torch.zeros((), dtype=torch.bool))
@@ -102,22 +110,23 @@ class CFA(ClassWiseMethod):
     # ---- CCM and CCR -------------------------------------------------------------------------
     def calibrated(self) -> bool:
         """The class-wise rules act in this epoch (the 1-based epoch is past ``begin``)."""
-        return self.current_epoch + 1 > self.begin
+        return self.epoch > self.begin
 
-    def attack_budget(self, y: Tensor) -> tuple[Any, Any]:
-        if not (self.ccm and self.calibrated()):
-            return super().attack_budget(y)
-        return self.train_attack["eps"] * self.eps_scale[y], self.train_attack["step_size"]
+    def observe(self, y: Tensor, logits_adv: Tensor) -> None:
+        self.record_training_examples(y, logits_adv)  # t_k for the next epoch's rules
 
-    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
-        terms = self.base_terms(x, y, x_adv)
-        self.record_training_examples(y, terms["logits_adv"])
-        if self.base == "pgd_at":
-            return {"loss": terms["robust"].mean()}
-        b = self.class_beta[y]   # β until CCR first acts
+    def eps_scale_for(self, y: Tensor) -> Tensor | None:
+        """CCM: ε_y / ε = λ1 + t_y once calibrated (the step is not scaled)."""
+        return self.eps_scale[y] if self.ccm and self.calibrated() else None
+
+    def loss_weights_for(self, y: Tensor) -> LossWeights | None:
+        """TRADES: (1 − b)·CE + b·KL per sample, b = β_y/(1 + β_y) (``cw_trades_loss``; β_y = β
+        until CCR first acts). AT: CE(f(x'), y) unweighted (``cw_pgd_loss``)."""
+        if not self.base.has_kl:
+            return None
+        b = self.class_beta[y]
         b = b / (1 + b)
-        natural, robust = ((1 - b) * terms["natural"]).mean(), (b * terms["robust"]).mean()
-        return {"loss": natural + robust, "natural": natural, "robust_kl": robust}
+        return LossWeights(ce=1 - b, kl=b)
 
     def after_epoch(self, epoch: int) -> None:
         accuracy = self.epoch_statistics()["accuracy"].nan_to_num(0.0)  # an unseen class: never attacked
@@ -142,7 +151,7 @@ class CFA(ClassWiseMethod):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # before Lightning's validation of this epoch, which measures the averaged model
         if self.fawa and batch_idx + 1 >= self.trainer.num_training_batches:
-            self.fawa_step(self.current_epoch + 1)
+            self.fawa_step(self.epoch)
 
     def fawa_step(self, epoch: int) -> None:
         """One FAWA update after ``epoch``: the trained model's worst-class validation robust

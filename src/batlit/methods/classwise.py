@@ -1,29 +1,35 @@
 """One class-wise mechanism for the robust-fairness methods (docs/design.md §9.5).
 
-FRL, CFA, WAT, DAFA and FAAL differ in three things only, and this base class holds each once:
+FRL, CFA, WAT, DAFA and FAAL differ in three things only. A method declares each; this base class
+applies them:
 
 (a) **the per-class statistic and its source** (``source``):
 
     - ``validation``: an attack on the validation split (FRL's errors, WAT's losses, CFA's FAWA
       check): :meth:`ClassWiseMethod.validation_sums`, sharded over DDP ranks and summed;
     - ``train_epoch``: the previous epoch's training adversarial examples, read from the loss's
-      train-mode forward (CFA's class-wise robust accuracy): :meth:`record_training_examples`;
+      train-mode forward (CFA's class-wise robust accuracy): :meth:`observe` calls
+      :meth:`record_training_examples`;
     - ``confusion``: one epoch's mean predicted probabilities per true class (DAFA);
-    - ``batch``: the current batch (FAAL's margins), all-reduced under DDP;
+    - ``batch``: the current batch (FAAL's margins), all-reduced under DDP, in :meth:`observe`;
 
-(b) **when it updates**: :meth:`before_epoch` / :meth:`after_epoch` with the 1-based epoch, or in
-    the training step for ``batch``;
+(b) **its update**: :meth:`before_epoch` / :meth:`after_epoch` with the 1-based epoch, or
+    :meth:`observe` for ``batch``;
 
-(c) **where it acts**: a class-wise ε and step in the attack (:meth:`attack_budget`, per-sample
-    tensors for :func:`~batlit.attacks.pgd`) and class-wise weights in the loss.
+(c) **where it acts**: ``eps_scale_for(y)`` and ``step_scale_for(y)`` (ε_y / ε and α_y / α per
+    sample, ``None``: unchanged) give the attack's per-sample budget (:meth:`attack_budget`), and
+    ``loss_weights_for(y)`` (a :class:`~batlit.methods.objectives.LossWeights`, ``None``: 1)
+    weights the base objective's per-sample terms.
 
 Everything per class lives in buffers registered with :meth:`add_class_state`: saved in every
 checkpoint (a killed run resumes exactly, epoch accumulators included), identical on every DDP
 rank (statistics are summed over ranks before an update), logged per class at every epoch end as
 ``classwise/<state>/<class>`` (CSV, W&B) and written to metrics.json for ``batlit.report``.
 
-A method on top picks its base (``pgd_at``: CE on a PGD example from a uniform start; ``trades``:
-CE(f(x)) + β·KL(f(x) ‖ f(x')) with the KL attack from x + 0.001·N) and writes only its rule.
+The base objective is ``method.base``, read once (:data:`~batlit.methods.objectives.BASES`):
+``pgd_at``, CE on a PGD example from a uniform start, or ``trades``, CE(f(x)) + β·KL(f(x) ‖ f(x'))
+with the KL attack from x + 0.001·N. A new class-wise method is one file with its rule and one
+config (conf/method/).
 """
 
 from __future__ import annotations
@@ -36,11 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import eval_mode, pgd
+from . import registry
 from .base import AdversarialMethod
-from .trades import trades_logits
+from .objectives import BASES, LossWeights, Objective
 
 SOURCES = ("validation", "train_epoch", "confusion", "batch")
-BASES = ("pgd_at", "trades")
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
@@ -63,7 +69,7 @@ def validation_seed(epoch: int, batch_index: int) -> int:
     return 1_000_003 * int(epoch) + int(batch_index)
 
 
-class ClassWiseMethod(AdversarialMethod):
+class ClassWiseMethod(AdversarialMethod, abstract=True):
     """Base of the class-wise methods: the statistic's source, its update and where it acts.
 
     Args:
@@ -71,13 +77,15 @@ class ClassWiseMethod(AdversarialMethod):
         beta: TRADES' weight of the KL term (unused by ``pgd_at``).
         init_std: ξ of the TRADES attack's Gaussian start.
         fused_forward, reuse_clean_logits: TRADES' train-mode forwards
-            (:func:`~batlit.methods.trades.trades_logits`; the authors' three by default).
+            (:func:`~batlit.methods.objectives.trades_logits`; the authors' three by default).
     """
 
     adv_first = False  # TRADES' forwards: adversarial before clean (DAFA's order)
+    step_follows_eps = False  # step_scale_for scales ε, not attack.train.step_size (FRL: max_c ε_c / 4)
 
     source: str = "batch"                 # one of SOURCES: where the per-class statistic comes from
-    bases: tuple[str, ...] = BASES        # the bases this method has
+    bases: tuple[str, ...] = tuple(BASES)  # the bases this method has
+    hparam_rules = {"beta": registry.NONNEGATIVE}
 
     def __init__(self, *args, base: str = "trades", beta: float = 6.0, init_std: float = 0.001,
                  fused_forward: bool = False, reuse_clean_logits: bool = False, **kwargs) -> None:
@@ -88,8 +96,10 @@ class ClassWiseMethod(AdversarialMethod):
         check_nonnegative(beta=beta, init_std=init_std)
         if self.source not in SOURCES:
             raise TypeError(f"{type(self).__name__}.source must be one of {SOURCES}")
-        self.base, self.beta, self.init_std = base, float(beta), float(init_std)
-        self.fused_forward, self.reuse_clean_logits = bool(fused_forward), bool(reuse_clean_logits)
+        self.beta, self.init_std = float(beta), float(init_std)
+        self.base: Objective = BASES[base].from_options(beta=beta, init_std=init_std, fused_forward=fused_forward,
+                                                        reuse_clean_logits=reuse_clean_logits,
+                                                        adv_first=self.adv_first)
         self.class_state_names: list[str] = []
         k = self.num_classes
         if self.source in ("train_epoch", "confusion"):
@@ -124,45 +134,54 @@ class ClassWiseMethod(AdversarialMethod):
     def after_epoch(self, epoch: int) -> None:
         """Update after 1-based ``epoch`` trained (CFA, WAT, DAFA: for the next epoch)."""
 
+    def observe(self, y: Tensor, logits_adv: Tensor) -> None:
+        """Read a training batch's train-mode adversarial logits (the loss's forward): CFA's and
+        DAFA's training examples, FAAL's margins."""
+
     def on_train_epoch_start(self) -> None:
-        self.before_epoch(self.current_epoch + 1)
+        self.before_epoch(self.epoch)
 
     def on_train_epoch_end(self) -> None:
-        self.after_epoch(self.current_epoch + 1)
+        self.after_epoch(self.epoch)
         self.log_class_state()
 
-    # ---- where it acts: the attack -----------------------------------------------------------
+    # ---- where it acts -----------------------------------------------------------------------
+    def eps_scale_for(self, y: Tensor) -> Tensor | None:
+        """ε_y / ε for each sample of the batch (``None``: ε for all)."""
+        return None
+
+    def step_scale_for(self, y: Tensor) -> Tensor | None:
+        """α_y / α for each sample (or one for all; ``None``: α). With ``step_follows_eps``, a
+        fraction of ε instead."""
+        return None
+
+    def loss_weights_for(self, y: Tensor) -> LossWeights | None:
+        """The weights of the base objective's per-sample terms (``None``: 1 each)."""
+        return None
+
     def attack_budget(self, y: Tensor) -> tuple[float | Tensor, float | Tensor]:
         """(ε, step) of the training attack: floats, or one value per sample (class-wise)."""
-        return self.train_attack["eps"], self.train_attack["step_size"]
+        eps, step = self.train_attack["eps"], self.train_attack["step_size"]
+        eps_scale, step_scale = self.eps_scale_for(y), self.step_scale_for(y)
+        return (eps if eps_scale is None else eps * eps_scale,
+                step if step_scale is None else (eps if self.step_follows_eps else step) * step_scale)
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         """The base's attack (eval mode) with this method's class-wise budget."""
         eps, step = self.attack_budget(y)
-        options = dict(eps=eps, step_size=step, steps=self.train_attack["steps"],
-                       precision=self.train_attack["precision"])
-        if self.base == "pgd_at":
-            return pgd(self.model, x, y, loss="ce", init="uniform", **options)
-        # the authors' KL attacks (TRADES, FRL, CFA, WAT, DAFA, FAAL) do not clamp x + 0.001·N before the first step
-        return pgd(self.model, x, y, loss="kl", init="normal", init_std=self.init_std, project_start=False, **options)
+        return self.base.attack(self.model, x, y, eps=eps, step_size=step, steps=self.train_attack["steps"],
+                                precision=self.train_attack["precision"])
 
-    # ---- the base's per-sample terms ---------------------------------------------------------
     def base_terms(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
-        """Per-sample terms from the train-mode forwards, for a class-wise weighting:
+        """The base objective's per-sample terms from the train-mode forwards: ``ce`` (CE(f(x'), y)
+        for ``pgd_at``, CE(f(x), y) for ``trades``), ``kl`` (``trades``: KL(f(x) ‖ f(x')) summed
+        over classes) and ``logits_adv`` = f(x')."""
+        return self.base.terms(self.model, x, y, x_adv)
 
-        - ``pgd_at``: ``robust`` = CE(f(x'), y);
-        - ``trades``: ``natural`` = CE(f(x), y) and ``robust`` = KL(f(x) ‖ f(x')) (summed over classes);
-
-        and ``logits_adv`` = f(x'), the train-mode logits a statistic of training examples reads.
-        """
-        if self.base == "pgd_at":
-            logits_adv = self.model(x_adv)
-            return {"robust": F.cross_entropy(logits_adv, y, reduction="none"), "logits_adv": logits_adv}
-        logits, logits_adv, target = trades_logits(self.model, x, x_adv, fused=self.fused_forward,
-                                                   reuse_clean=self.reuse_clean_logits, adv_first=self.adv_first)
-        kl = F.kl_div(F.log_softmax(logits_adv, 1), F.log_softmax(target, 1), reduction="none", log_target=True)
-        return {"natural": F.cross_entropy(logits, y, reduction="none"), "robust": kl.sum(1),
-                "logits_adv": logits_adv}
+    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
+        terms = self.base_terms(x, y, x_adv)
+        self.observe(y, terms["logits_adv"])
+        return self.base.weighted_loss(terms, self.loss_weights_for(y))
 
     # ---- sources: training examples ----------------------------------------------------------
     def record_training_examples(self, y: Tensor, logits_adv: Tensor) -> None:

@@ -16,14 +16,14 @@ its natural term: (1/B) Σ_i W_{y_i}·CE(f(x_i), y_i) + β·(1/B) Σ_i KL_i (TRA
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from .. import sync
 from ..config import ConfigError
+from . import registry
 from .classwise import ClassWiseMethod, check_nonnegative
+from .objectives import LossWeights
 
 
 def dafa_weights(confusion: Tensor, lam: float) -> Tensor:
@@ -53,6 +53,10 @@ class DAFA(ClassWiseMethod):
 
     source = "confusion"
     adv_first = True
+    hparam_rules = {"lam": registry.NONNEGATIVE,  # (GAIRAT's λ may be negative)
+                    "warmup_epoch": registry.AtMostEpochs("the class weights would never be computed "
+                                                          "(set method.warmup_epoch <= epochs)")}
+    sync_checks = {"dafa": {"warmup_epoch": 1}}
 
     def __init__(self, *args, lam: float = 1.0, warmup_epoch: int = 70, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -66,23 +70,24 @@ class DAFA(ClassWiseMethod):
 
     def weighted(self) -> bool:
         """W acts from the epoch after the warm-up."""
-        return self.current_epoch + 1 > self.warmup_epoch
+        return self.epoch > self.warmup_epoch
 
-    def attack_budget(self, y: Tensor) -> tuple[Any, Any]:
-        if not self.weighted():
-            return super().attack_budget(y)
-        w = self.weight[y]
-        return self.train_attack["eps"] * w, self.train_attack["step_size"] * w
+    def observe(self, y: Tensor, logits_adv: Tensor) -> None:
+        if self.epoch == self.warmup_epoch:  # P comes from the warm-up's last epoch
+            self.record_training_examples(y, logits_adv)
 
-    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
-        terms = self.base_terms(x, y, x_adv)
-        if self.current_epoch + 1 == self.warmup_epoch:
-            self.record_training_examples(y, terms["logits_adv"])
-        w = self.weight[y]
-        if self.base == "pgd_at":
-            return {"loss": (w * terms["robust"]).mean()}
-        natural, robust = (w * terms["natural"]).mean(), terms["robust"].mean()
-        return {"loss": natural + self.beta * robust, "natural": natural, "robust_kl": robust}
+    def eps_scale_for(self, y: Tensor) -> Tensor | None:
+        """ε_y / ε = W_y after the warm-up."""
+        return self.weight[y] if self.weighted() else None
+
+    def step_scale_for(self, y: Tensor) -> Tensor | None:
+        """α_y / α = W_y after the warm-up."""
+        return self.weight[y] if self.weighted() else None
+
+    def loss_weights_for(self, y: Tensor) -> LossWeights:
+        """W_y on the CE term: CE(f(x), y) for TRADES (its KL term unweighted), CE(f(x'), y) for AT;
+        W = 1 until the warm-up ends."""
+        return LossWeights(ce=self.weight[y])
 
     def after_epoch(self, epoch: int) -> None:
         if epoch != self.warmup_epoch:

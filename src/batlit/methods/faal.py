@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import registry
 from .classwise import ClassWiseMethod, all_reduce_sum, check_nonnegative
+from .objectives import LossWeights
 from .hot_start import HotStart
 
 BISECTION_STEPS = 64  # on log(μ − max c) over 80 e-folds: far below float64 resolution of p
@@ -82,6 +84,8 @@ class FAAL(HotStart, ClassWiseMethod):
 
     source = "batch"
     adv_first = True  # base=trades: the authors' two forwards, f(x') then f(x)
+    hparam_rules = {"r": registry.NONNEGATIVE, "init_ckpt": registry.INIT_CKPT}
+    sync_checks = {"faal": {}}
 
     def __init__(self, *args, r: float = 0.5, base: str = "pgd_at", init_ckpt: str | None = None, **kwargs) -> None:
         super().__init__(*args, base=base, **kwargs)
@@ -91,6 +95,7 @@ class FAAL(HotStart, ClassWiseMethod):
         self.add_class_state("weight", torch.ones(k))            # the epoch's mean of K·p
         self.register_buffer("weight_sum", torch.zeros(k))
         self.register_buffer("weight_batches", torch.zeros(()))
+        self.batch_weights: Tensor | None = None  # p of the batch being trained
         if init_ckpt:
             self.load_init(init_ckpt)
 
@@ -104,15 +109,18 @@ class FAAL(HotStart, ClassWiseMethod):
         total, counts = all_reduce_sum(sums)
         return faal_weights(counts, total / counts.clamp(min=1), self.r)
 
-    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
-        terms = self.base_terms(x, y, x_adv)
-        p = self.class_weights(y, terms["logits_adv"])
-        per_sample = terms["robust"] if self.base == "pgd_at" else terms["natural"] + self.beta * terms["robust"]
-        k = self.num_classes
-        self.weight_sum.add_(k * p.detach())
+    def observe(self, y: Tensor, logits_adv: Tensor) -> None:
+        p = self.class_weights(y, logits_adv)
+        self.weight_sum.add_(self.num_classes * p.detach())
         self.weight_batches.add_(1)
-        return {"loss": k * (p[y] * per_sample).mean(), "base_loss": per_sample.mean().detach(),
-                "weight_max": k * p.max()}
+        self.batch_weights = p
+
+    def loss_weights_for(self, y: Tensor) -> LossWeights:
+        """(K/B)·Σ_i p_{y_i}·ℓ_i, ℓ_i the base's per-sample loss; p carries no gradient."""
+        return LossWeights(sample=self.batch_weights[y], scale=self.num_classes)
+
+    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
+        return {**super().objective(x, y, x_adv), "weight_max": self.num_classes * self.batch_weights.max()}
 
     def after_epoch(self, epoch: int) -> None:
         self.weight.copy_(self.weight_sum / self.weight_batches.clamp(min=1))

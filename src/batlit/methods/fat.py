@@ -26,10 +26,8 @@ def tau_at(schedule: Sequence[Sequence[int]], epoch: int) -> int:
 
 
 class FriendlyAttack:
-    """The early-stopped PGD both FAT variants use; ``tau`` follows the epoch."""
-
-    attack_loss: str
-    attack_init: str
+    """The early-stopped PGD both FAT variants use, on their objective's attack loss from its
+    start (:mod:`~batlit.methods.objectives`); ``tau`` follows the epoch."""
 
     def _setup_friendly(self, tau_schedule: Sequence[Sequence[int]], omega: float, init_std: float) -> None:
         for entry in tau_schedule:
@@ -42,10 +40,10 @@ class FriendlyAttack:
 
     @property
     def tau(self) -> int:
-        return tau_at(self.tau_schedule, self.current_epoch + 1)  # the authors count epochs from 1
+        return tau_at(self.tau_schedule, self.epoch)
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        return boundary_pgd(self.model, x, y, tau=self.tau, loss=self.attack_loss, init=self.attack_init,
+        return boundary_pgd(self.model, x, y, tau=self.tau, loss=self.base.attack_loss, init=self.base.attack_init,
                             init_std=self.init_std, step_noise_std=self.omega, **self.train_attack).first_adv
 
     def on_train_epoch_start(self) -> None:
@@ -54,8 +52,6 @@ class FriendlyAttack:
 
 class FAT(FriendlyAttack, PGDAT):
     """FAT for AT: CE(f(x̃), y), x̃ from CE early-stopped PGD with a uniform start and ω = 0.001."""
-
-    attack_loss, attack_init = "ce", "uniform"
 
     def __init__(self, *args, tau_schedule=((1, 0), (51, 1), (91, 2)), omega: float = 0.001,
                  init_std: float = 0.001, **kwargs) -> None:
@@ -68,10 +64,8 @@ class FATTRADES(FriendlyAttack, TRADES):
 
     Two train-mode forwards by default, clean then adversarial, both terms sharing the clean logits:
     FAT_for_TRADES.py's ``natural_logits = model(output_natural); adv_logits = model(output_adv)``
-    (TRADES' own ``trades_loss`` makes three; :func:`~batlit.methods.trades.trades_logits`).
+    (TRADES' own ``trades_loss`` makes three; :func:`~batlit.methods.objectives.trades_logits`).
     """
-
-    attack_loss, attack_init = "kl", "normal"
 
     def __init__(self, *args, tau_schedule=((1, 0), (31, 1), (51, 2), (71, 3)), omega: float = 0.0,
                  init_std: float = 0.001, reuse_clean_logits: bool = True, **kwargs) -> None:

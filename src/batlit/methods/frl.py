@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import registry
 from .classwise import ClassWiseMethod, check_nonnegative
+from .objectives import LossWeights
 from .hot_start import HotStart, split_indices  # noqa: F401 - split_indices: FRL's split check, tests
 
 REWEIGHT_TERMS = ("natural", "boundary")
@@ -74,13 +76,17 @@ class FRL(HotStart, ClassWiseMethod):
         init_ckpt: a batlit checkpoint of the same architecture and class count to fine-tune.
         allow_val_overlap: fine-tune a checkpoint that trained on some of this run's validation
             images, with a warning (:meth:`check_init_split`; refused by default).
-        fused_forward, reuse_clean_logits: the train-mode forwards (:func:`~batlit.methods.trades.trades_logits`;
+        fused_forward, reuse_clean_logits: the train-mode forwards (:func:`~batlit.methods.objectives.trades_logits`;
             by default the authors' three).
     """
 
     needs_val_split = True  # checked by batlit.train before training starts
     source = "validation"    # the class-wise mechanism (classwise.py): errors on the validation split
     bases = ("trades",)
+    step_follows_eps = True  # the authors' remargin step: max_c ε_c / 4
+    hparam_rules = {"bound": registry.NONNEGATIVE, "rate1": registry.NONNEGATIVE, "rate2": registry.NONNEGATIVE,
+                    "init_ckpt": registry.INIT_CKPT}
+    sync_checks = {"frl": {}}
 
     def __init__(self, *args, reweight: bool | str | list[str] = True, remargin: bool = True, bound: float = 0.05,
                  beta: float = 1.5, rate1: float = 0.05, rate2: float = 0.2, halve_every: int = 40,
@@ -128,7 +134,7 @@ class FRL(HotStart, ClassWiseMethod):
                 clean_ok, adv_ok = self.model(x).argmax(1) == y, self.model(x_adv).argmax(1) == y
             return {"std": (~clean_ok).float(), "bndy": (clean_ok & ~adv_ok).float()}
 
-        epoch = self.current_epoch + 1 if epoch is None else epoch
+        epoch = self.epoch if epoch is None else epoch
         sums, n = self.validation_sums(errors, ("std", "bndy"), epoch)
         seen = n.clamp(min=1)  # a class absent from the split weighs nothing in the overall errors
         return sums["std"] / seen, sums["bndy"] / seen, sums["std"].sum() / n.sum(), sums["bndy"].sum() / n.sum()
@@ -136,7 +142,15 @@ class FRL(HotStart, ClassWiseMethod):
     def before_epoch(self, epoch: int) -> None:
         self.update_multipliers(*self.validation_errors(epoch), epoch=epoch)
 
-    # ---- the method --------------------------------------------------------------------------
+    # ---- where it acts ----------------------------------------------------------------------
+    def eps_scale_for(self, y: Tensor) -> Tensor | None:
+        """Remargin: ε_c / ε = clamp(exp(2·λ_eps,c), 0.98, margin_max)."""
+        return class_margins(self.lambda_eps, self.margin_max)[y] if self.remargin else None
+
+    def step_scale_for(self, y: Tensor) -> Tensor | None:
+        """Remargin: one step for all, max_c ε_c / 4 (``step_follows_eps``), as the authors'."""
+        return class_margins(self.lambda_eps, self.margin_max).max().double() / 4 if self.remargin else None
+
     def sample_weights(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """(w_nat, w_bndy) per sample; a term that is not reweighted gets the uniform 1/K."""
         uniform = torch.full((len(y),), 1 / self.num_classes, device=y.device)
@@ -144,17 +158,11 @@ class FRL(HotStart, ClassWiseMethod):
         w_bndy = class_weights(self.lambda_bndy)[y] if "boundary" in self.reweight else uniform
         return w_nat, w_bndy
 
-    def attack_budget(self, y: Tensor) -> tuple[Any, Any]:
-        """Remargin: ε_c = ε·margin_c per sample; one step for all, max_c ε_c / 4 (the authors')."""
-        if not self.remargin:
-            return super().attack_budget(y)
-        margins = class_margins(self.lambda_eps, self.margin_max)
-        eps = self.train_attack["eps"]
-        return eps * margins[y], eps * margins.max().double() / 4
+    def loss_weights_for(self, y: Tensor) -> LossWeights:
+        """Σ w_nat·CE / Σ w_nat + β·Σ w_bndy·KL / Σ w_bndy (``cost_sensitive``)."""
+        w_nat, w_bndy = self.sample_weights(y)
+        return LossWeights(ce=w_nat, kl=w_bndy, normalise=True)
 
     def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
-        w_nat, w_bndy = self.sample_weights(y)
-        terms = self.base_terms(x, y, x_adv)
-        natural_w = (w_nat * terms["natural"]).sum() / w_nat.sum()
-        boundary_w = (w_bndy * terms["robust"]).sum() / w_bndy.sum()
-        return {"loss": natural_w + self.beta * boundary_w, "natural": natural_w, "boundary_kl": boundary_w}
+        losses = super().objective(x, y, x_adv)  # the KL term is FRL's surrogate of the boundary error
+        return {"loss": losses["loss"], "natural": losses["natural"], "boundary_kl": losses["robust_kl"]}

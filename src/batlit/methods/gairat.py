@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import boundary_pgd
+from . import registry
+from .objectives import LossWeights
 from .pgd_at import PGDAT
 
 WEIGHT_FUNCTIONS = ("tanh", "sigmoid", "discrete")
@@ -47,6 +48,9 @@ class GAIRAT(PGDAT):
         begin_epoch: the burn-in: weights apply from this (1-based) epoch on (authors: 60).
         weight_function: ``tanh`` (authors' default), ``sigmoid`` or ``discrete``.
     """
+
+    hparam_rules = {"lam": registry.Rule("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))}
+    sync_checks = {"gairat": {"begin_epoch": 1}}
 
     def __init__(self, *args, lam: float = -1.0, lam_schedule: str = "fixed", lam_max: float = math.inf,
                  begin_epoch: int = 60, weight_function: str = "tanh", **kwargs) -> None:
@@ -82,9 +86,9 @@ class GAIRAT(PGDAT):
 
     def objective(self, x: Tensor, y: Tensor, examples: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         x_adv, kappa = examples
-        ce = F.cross_entropy(self.model(x_adv), y, reduction="none")
-        epoch = self.current_epoch + 1
-        if epoch < self.begin_epoch:
-            return {"loss": ce.mean(), "kappa": kappa.float().mean()}
-        weights = gair_weights(kappa, self.train_attack["steps"], self.lam_at(epoch), self.weight_function)
-        return {"loss": (weights * ce).mean(), "kappa": kappa.float().mean(), "weight_max": weights.max()}
+        terms = self.base.terms(self.model, x, y, x_adv)  # per-sample CE(f(x_adv), y)
+        if self.epoch < self.begin_epoch:
+            return {**self.base.weighted_loss(terms), "kappa": kappa.float().mean()}
+        weights = gair_weights(kappa, self.train_attack["steps"], self.lam_at(self.epoch), self.weight_function)
+        return {**self.base.weighted_loss(terms, LossWeights(ce=weights)), "kappa": kappa.float().mean(),
+                "weight_max": weights.max()}

@@ -14,6 +14,13 @@ def kl_from_logits(p_logits: Tensor, q_logits: Tensor) -> Tensor:
                     reduction="batchmean", log_target=True)
 
 
+def per_sample_kl(p_logits: Tensor, q_logits: Tensor) -> Tensor:
+    """KL(softmax(p_i) ‖ softmax(q_i)) of each sample, summed over classes: the terms a class-wise
+    weighting takes (the authors' ``KLDivLoss(reduction='none').sum(1)``)."""
+    return F.kl_div(F.log_softmax(q_logits, dim=1), F.log_softmax(p_logits, dim=1),
+                    reduction="none", log_target=True).sum(1)
+
+
 def kl_to_uniform(logits: Tensor) -> Tensor:
     """(1/m) Σ_i KL(softmax(z_i) ‖ U) = log K − H(softmax(z_i)), averaged (the BAT authors' code)."""
     log_p = F.log_softmax(logits, dim=1)

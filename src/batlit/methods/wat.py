@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks import pgd
+from . import registry
 from .classwise import ClassWiseMethod, check_nonnegative
+from .losses import per_sample_kl
+from .objectives import LossWeights
 
 
 def wat_weights(cumulative_loss: Tensor, eta: float) -> Tensor:
@@ -42,6 +44,8 @@ class WAT(ClassWiseMethod):
     needs_val_split = True
     source = "validation"
     bases = ("trades",)
+    hparam_rules = {"eta": registry.NONNEGATIVE}
+    sync_checks = {"wat": {}}
 
     def __init__(self, *args, eta: float = 0.1, reuse_clean_logits: bool = True, **kwargs) -> None:
         super().__init__(*args, reuse_clean_logits=reuse_clean_logits, **kwargs)
@@ -57,9 +61,8 @@ class WAT(ClassWiseMethod):
             x_adv = self.perturb_validation(x, y, generator)
             with torch.no_grad():
                 logits, logits_adv = self.model(x), self.model(x_adv)
-                kl = F.kl_div(F.log_softmax(logits_adv, 1), F.log_softmax(logits, 1), reduction="none",
-                              log_target=True).sum(1)
-                return {"loss": F.cross_entropy(logits, y, reduction="none") + self.beta * kl}
+                terms = {"ce": F.cross_entropy(logits, y, reduction="none"), "kl": per_sample_kl(logits, logits_adv)}
+                return {"loss": self.base.sample_loss(terms)}
 
         sums, counts = self.validation_sums(trades_loss, ("loss",), epoch)
         per_class = sums["loss"] / counts.clamp(min=1)  # a class absent from the split: 0, as the authors' sums
@@ -67,17 +70,16 @@ class WAT(ClassWiseMethod):
 
     def perturb_validation(self, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
         """The training attack (TRADES' KL from x + 0.001·N) on validation images, seeded."""
-        return pgd(self.model, x, y, eps=self.train_attack["eps"], step_size=self.train_attack["step_size"],
-                   steps=self.train_attack["steps"], loss="kl", init="normal", init_std=self.init_std,
-                   generator=generator, precision=self.train_attack["precision"], project_start=False)
+        return self.base.attack(self.model, x, y, generator=generator, **self.train_attack)
 
     def after_epoch(self, epoch: int) -> None:
         self.cumulative_loss.add_(self.validation_losses(epoch))
         self.weight.copy_(wat_weights(self.cumulative_loss, self.eta))
 
-    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
-        terms = self.base_terms(x, y, x_adv)
+    def loss_weights_for(self, y: Tensor) -> LossWeights:
+        """w_{y_i} + w_K on both TRADES terms of sample i."""
         weights = self.weight[y] + self.weight[-1]
-        natural, robust = (weights * terms["natural"]).mean(), (weights * terms["robust"]).mean()
-        return {"loss": natural + self.beta * robust, "natural": natural, "robust_kl": robust,
-                "weight_max": weights.max()}
+        return LossWeights(ce=weights, kl=weights)
+
+    def objective(self, x: Tensor, y: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
+        return {**super().objective(x, y, x_adv), "weight_max": self.loss_weights_for(y).ce.max()}
