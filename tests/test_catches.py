@@ -104,7 +104,7 @@ def test_trades_attack_is_kl_pgd_from_an_unclamped_gaussian_start(monkeypatch):
     from batlit.attacks import pgd
 
     capture = Capture(pgd)
-    monkeypatch.setattr("batlit.methods.trades.pgd", capture)
+    monkeypatch.setattr("batlit.methods.objectives.pgd", capture)
     method.perturb(torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 3]))
     (kw,) = capture.calls
     assert {k: kw[k] for k in ("loss", "init", "init_std", "project_start", "eps", "step_size", "steps")} == {
@@ -258,7 +258,7 @@ def test_frl_remargin_budget_reaches_the_attack(monkeypatch):
     method = FRL(_linear(), attack=ATTACK, optimizer=OPT, margin_max=3.0)
     method.lambda_eps.copy_(torch.tensor([0.2, 0.0, -1.0, 5.0]))
     capture = Capture(pgd)
-    monkeypatch.setattr("batlit.methods.classwise.pgd", capture)
+    monkeypatch.setattr("batlit.methods.objectives.pgd", capture)
     y = torch.tensor([0, 1, 2, 3, 0])
     method.perturb(torch.rand(5, 3, 4, 4), y)
     (kw,) = capture.calls

@@ -189,7 +189,7 @@ def test_wat_update_and_loss(at_epoch):
     out = method.objective(x, y, x_adv)
     terms = method.base_terms(x, y, x_adv)
     w = method.weight[y] + method.weight[-1]
-    expected = (w * (terms["natural"] + 6.0 * terms["robust"])).mean()
+    expected = (w * (terms["ce"] + 6.0 * terms["kl"])).mean()
     assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -212,7 +212,7 @@ def test_cfa_margins_act_after_begin_and_trades_loss_is_scaled(at_epoch):
     x_adv = (x + 0.05).clamp(0, 1)
     terms = method.base_terms(x, y, x_adv)
     b = method.class_beta[y] / (1 + method.class_beta[y])
-    expected = ((1 - b) * terms["natural"] + b * terms["robust"]).mean()
+    expected = ((1 - b) * terms["ce"] + b * terms["kl"]).mean()
     assert float(method.objective(x, y, x_adv)["loss"]) == pytest.approx(float(expected), rel=1e-5)
 
 
