@@ -21,8 +21,8 @@ from torch import Tensor
 
 from .. import sync
 from ..config import ConfigError
-from . import registry
 from .classwise import ClassWiseMethod, check_nonnegative
+from . import registry
 from .objectives import LossWeights
 
 
@@ -77,12 +77,10 @@ class DAFA(ClassWiseMethod):
             self.record_training_examples(y, logits_adv)
 
     def eps_scale_for(self, y: Tensor) -> Tensor | None:
-        """ε_y / ε = W_y after the warm-up."""
+        """ε_y / ε = α_y / α = W_y after the warm-up."""
         return self.weight[y] if self.weighted() else None
 
-    def step_scale_for(self, y: Tensor) -> Tensor | None:
-        """α_y / α = W_y after the warm-up."""
-        return self.weight[y] if self.weighted() else None
+    step_scale_for = eps_scale_for  # the step scales as ε does
 
     def loss_weights_for(self, y: Tensor) -> LossWeights:
         """W_y on the CE term: CE(f(x), y) for TRADES (its KL term unweighted), CE(f(x'), y) for AT;

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import registry
-from .classwise import ClassWiseMethod, all_reduce_sum, check_nonnegative
 from .objectives import LossWeights
+from .classwise import ClassWiseMethod, all_reduce_sum, check_nonnegative
 from .hot_start import HotStart
 
 BISECTION_STEPS = 64  # on log(μ − max c) over 80 e-folds: far below float64 resolution of p

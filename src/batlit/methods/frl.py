@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from . import registry
-from .classwise import ClassWiseMethod, check_nonnegative
 from .objectives import LossWeights
+from .classwise import ClassWiseMethod, check_nonnegative
 from .hot_start import HotStart, split_indices  # noqa: F401 - split_indices: FRL's split check, tests
 
 REWEIGHT_TERMS = ("natural", "boundary")
