@@ -10,7 +10,8 @@ that moves between modules is still found; ``"module.py:name"`` picks one module
 in several); ``node`` is the expression, statement(s), keyword argument or parameter to change,
 which must occur exactly once within ``where``, compared by ``ast.unparse`` (so formatting,
 quotes and redundant parentheses do not matter); ``new`` is the source that replaces exactly
-that node's span (``""`` deletes the statement with its lines). For every mutant the script
+that node's span (``""`` deletes a statement with its lines, a keyword argument with its comma).
+For every mutant the script
 
 1. copies ``src/``, ``conf/`` and ``pyproject.toml`` into a fresh temporary directory (the real
    ``src/`` is never touched; ``src/batlit/conf`` is a relative symlink to ``../../conf``, and
@@ -70,7 +71,8 @@ class Mutant:
                        # "path.py:name" picks the module where a name is in several ("evaluate.py:run")
     node: str          # the expression, statement or parameter to change, as source: unique within `where`,
                        # compared by ast.unparse (formatting, quotes and parentheses do not matter)
-    new: str           # its replacement source ("" deletes the statement and its lines)
+    new: str           # its replacement source ("" deletes the statement and its lines, or the keyword
+                       # argument and its comma)
     what: str          # the mistake, in one line
     tests: tuple[str, ...]   # pytest selection: files or node ids
     k: str | None = None     # optional -k expression
@@ -280,8 +282,7 @@ MUTANTS: list[Mutant] = [
       "self.current_epoch + 1", "self.current_epoch",
       "off-by-one: 0-based epoch read as the authors' 1-based one", T + "methods/test_plumbing.py", k="fat_tau"),
     M("fat-no-omega", "FriendlyAttack.perturb",
-      "boundary_pgd(self.model, x, y, tau=self.tau, loss=self.attack_loss, init=self.attack_init, init_std=self.init_std, step_noise_std=self.omega, **self.train_attack)",
-      "boundary_pgd(self.model, x, y, tau=self.tau, loss=self.attack_loss, init=self.attack_init,\n                            init_std=self.init_std, **self.train_attack)",
+      "step_noise_std=self.omega", "",
       "dropped argument: FAT's step noise ω", T + "methods/test_fat_gairat.py", k="early_stopped"),
     M("fat-trades-three-forwards", "FATTRADES.__init__",
       "reuse_clean_logits: bool = True", "reuse_clean_logits: bool = False",
@@ -816,13 +817,13 @@ def _parse_node(text: str, delete: bool) -> list[tuple[str, list[str]]]:
             readings.append(("stmts", [ast.unparse(s) for s in body]))
     except SyntaxError:
         pass
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        if not call.args and len(call.keywords) == 1 and call.keywords[0].arg:
+            readings.append(("keyword", [ast.unparse(call.keywords[0])]))
+    except SyntaxError:
+        pass
     if not delete:
-        try:
-            call = ast.parse(f"f({text})", mode="eval").body
-            if not call.args and len(call.keywords) == 1 and call.keywords[0].arg:
-                readings.append(("keyword", [ast.unparse(call.keywords[0])]))
-        except SyntaxError:
-            pass
         try:
             args = ast.parse(f"def f({text}): pass").body[0].args
             if len(args.args) == 1 and len(args.defaults) == 1:
@@ -903,7 +904,16 @@ def locate(mutant: Mutant, src: Path) -> Location:
         starts.append(starts[-1] + len(line))
     start = _offset(lines, starts, first.lineno, first.col_offset)
     end = _offset(lines, starts, last.end_lineno, last.end_col_offset)
-    if delete:  # the statements' whole lines, if nothing else shares them
+    if delete and isinstance(first, ast.keyword):  # the argument with its comma
+        after = re.match(r"\s*,\s*", text[end:])
+        before = re.search(r",\s*$", text[:start])
+        if after and not text[end + after.end():].startswith(")"):
+            end += after.end()          # up to the next argument
+        elif before:
+            start = before.start()      # the last argument: from the comma before it
+        else:
+            raise LocateError(f"{mutant.id}: the keyword argument to delete is the call's only argument")
+    elif delete:  # the statements' whole lines, if nothing else shares them
         line_start, line_end = starts[first.lineno - 1], starts[last.end_lineno]
         if text[line_start:start].strip() or text[end:line_end].strip():
             raise LocateError(f"{mutant.id}: the statement to delete shares its lines with other code")

@@ -166,6 +166,12 @@ def test_statements_parameters_and_module_names(tmp_path):
     assert "LIMIT = 0.0" in mutants.mutated_text(_entry("LIMIT", "LIMIT = 50.0", "LIMIT = 0.0"), src)[1]
 
 
+def test_a_deleted_keyword_argument_takes_its_comma(tmp_path):
+    src = _package(tmp_path, {"m.py": "def f(x):\n    return g(x, a=1,\n             b=2)\n"})
+    assert mutants.mutated_text(_entry("f", "a=1", ""), src)[1] == "def f(x):\n    return g(x, b=2)\n"
+    assert mutants.mutated_text(_entry("f", "b=2", ""), src)[1] == "def f(x):\n    return g(x, a=1)\n"
+
+
 @pytest.mark.parametrize("files,entry,says", [
     ({"m.py": "def f(x):\n    return x + 1\n"}, ("g", "x + 1", "x"), "no function, class or module-level name 'g'"),
     ({"m.py": "def f(x):\n    return x + 1\n"}, ("f", "x + 2", "x"), "occurs 0 times in f"),
