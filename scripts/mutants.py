@@ -955,12 +955,36 @@ def apply(mutant: Mutant, src: Path) -> Location:
     return loc
 
 
-def where_is(mutant: Mutant, src: Path | None = None) -> tuple[str, str]:
-    """(module:line, "") where the entry locates in src (default: this checkout's), or ("", why it does not)."""
+def suggest(mutant: Mutant, src: Path) -> str:
+    """For an entry that no longer locates: where else in the package its node occurs (the innermost
+    function or class of each match), as a hint for re-targeting ``where``."""
+    index = package_index(src)
+    try:
+        readings = _parse_node(mutant.node, mutant.new == "")
+    except LocateError:
+        return ""
+    hits: dict[tuple[str, int, int], str] = {}
+    for rel, (_, _, found) in index.items():
+        for qual, scopes in found.items():
+            for scope in scopes if qual else []:
+                for kind, want in readings:
+                    for first, _ in _candidates(scope, kind, want):
+                        key = (rel, first.lineno, first.col_offset)
+                        if len(qual) > len(hits.get(key, "")):
+                            hits[key] = qual
+    if not hits:
+        return "the node occurs nowhere in src/batlit"
+    where = [f"{qual} ({rel}:{line})" for (rel, line, _), qual in sorted(hits.items())]
+    return "the node occurs in " + ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
+
+
+def where_is(mutant: Mutant, src: Path | None = None, hint: bool = False) -> tuple[str, str]:
+    """(module:line, "") where the entry locates in src (default: this checkout's), or ("", why it does
+    not; with hint, also where else its node occurs)."""
     try:
         loc, _ = mutated_text(mutant, src or SRC)
     except LocateError as err:
-        return "", str(err)
+        return "", str(err) + (f"; {suggest(mutant, src or SRC)}" if hint else "")
     return f"{loc.rel}:{loc.line}", ""
 
 
@@ -1119,7 +1143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         rows, stale, unselected, problems = [], 0, 0, []
         for m in chosen:
-            at, why = where_is(m)
+            at, why = where_is(m, hint=True)
             stale += not at
             if why:
                 problems.append(f"{m.id}: {why}")

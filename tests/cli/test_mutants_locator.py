@@ -193,7 +193,7 @@ def test_a_module_hint_picks_one_of_two_modules(tmp_path):
     assert loc.rel == "b.py" and text == "def f(x):\n    return x - 1\n"
 
 
-def test_list_names_the_entries_that_no_longer_locate(tmp_path, monkeypatch, capsys):
+def test_list_names_the_entries_that_no_longer_locate_and_where_their_node_went(tmp_path, monkeypatch, capsys):
     src = _package(tmp_path, {"m.py": "def f(x):\n    return x + 1\n"})
     monkeypatch.setattr(mutants, "SRC", src)
     monkeypatch.setattr(mutants, "MUTANTS", [
@@ -203,4 +203,5 @@ def test_list_names_the_entries_that_no_longer_locate(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "still-here" in out and "m.py:2" in out
     assert "moved-away [does not locate]" in out and "moved-away: no function, class or module-level name 'g'" in out
+    assert "the node occurs in f (m.py:2)" in out  # where to re-target it
     assert "1 that no longer locate" in out
