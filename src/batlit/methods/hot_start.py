@@ -19,7 +19,7 @@ def split_indices(labels: Tensor, val_size: float | int, seed: int,
                   train_subset: int | None = None) -> tuple[Tensor, Tensor]:
     """(validation, training) indices into the full training set whose labels are ``labels``, drawn
     as :meth:`batlit.data.base.ImageDataModule.setup` draws them for these data settings (the
-    stratified validation split, then the training subset; tests/test_fidelity.py checks the two agree)."""
+    stratified validation split, then the training subset; tests/fidelity/test_recipes.py checks the two agree)."""
     from ..data.base import ImageDataModule, _generator, stratified_split
 
     kind, amount = ImageDataModule._parse_val_size(val_size)
