@@ -80,7 +80,8 @@ class DAFA(ClassWiseMethod):
         """ε_y / ε = α_y / α = W_y after the warm-up."""
         return self.weight[y] if self.weighted() else None
 
-    step_scale_for = eps_scale_for  # the step scales as ε does
+    # the step scales as ε does
+    step_scale_for = eps_scale_for
 
     def loss_weights_for(self, y: Tensor) -> LossWeights:
         """W_y on the CE term: CE(f(x), y) for TRADES (its KL term unweighted), CE(f(x'), y) for AT;

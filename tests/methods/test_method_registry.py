@@ -5,7 +5,6 @@ and the objectives every method composes (batlit.methods.objectives)."""
 from __future__ import annotations
 
 import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +17,9 @@ from batlit.methods import METHODS, AdversarialMethod, ClassWiseMethod, check_hp
 from batlit.methods.objectives import BASES, LossWeights, PGDATObjective, TRADESObjective
 from batlit.methods.registry import hparam_rules, sync_check_cases
 from batlit.models import small_cnn
+from conftest import ROOT
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
+CONF = ROOT / "conf" / "method"
 ATTACK = {"eps": 8 / 255, "train": {"steps": 2, "step_size": 2 / 255}, "val": {"steps": 2, "step_size": 2 / 255},
           "test": {"steps": 2, "step_size": 2 / 255}}
 OPT = {"name": "sgd", "lr": 0.01}
