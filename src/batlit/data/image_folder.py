@@ -481,7 +481,7 @@ class ImageFolderDataModule(ImageDataModule):
         in_channels: 3 decodes as RGB, 1 as grayscale.
         cache_dir: where decoded arrays are cached (default ``$XDG_CACHE_HOME/batlit`` or
             ``~/.cache/batlit``; never the data root, which may be read-only). The cache is capped
-            by ``BATLIT_CACHE_MAX_BYTES`` and cleared with ``python -m batlit.data.cache clear``
+            by ``BATLIT_CACHE_MAX_BYTES`` and cleared with ``python -m batlit.data clear``
             (see :mod:`batlit.data.cache`).
         crop_padding: ``None`` (default) means image size // 8, i.e. 4 for 32x32 images.
         **kwargs: the :class:`~batlit.data.base.ImageDataModule` arguments.
