@@ -13,7 +13,7 @@
 # hundredth (the authors': 0.01 and 0.001 after training at 0.1). Nothing is chosen on test data.
 # Resumable: a finished step is skipped, a killed training continues from its last.ckpt.
 # Across machines: each finished run's metrics.json, config.yaml and eval_*.json are kept in
-# RESULTS (docs/results/round2/SCALE, tracked; COMMIT=1 commits each one), and a run kept there is
+# RESULTS (results/round2/SCALE, tracked; COMMIT=1 commits each one), and a run kept there is
 # not trained again. A fine-tuning whose base's checkpoint is not on this machine retrains the base
 # first (the CPU is deterministic: keep_results.py says whether it reproduced the kept one). The
 # reports and tables are made from RESULTS.
@@ -46,7 +46,7 @@ if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred im
   RESULTS=${RESULTS:-$OUT/results}
 fi
 OUT=${OUT:-outputs/study_round2_$SCALE}
-RESULTS=${RESULTS:-docs/results/round2/$SCALE}
+RESULTS=${RESULTS:-results/round2/$SCALE}
 PROTOCOL="experiment=$EXPERIMENT dry_run=${BATLIT_DRY_RUN:-0} fidelity=issue19 aa_samples=$AA_SAMPLES"
 stamp_protocol "$PROTOCOL"
 OUT=$RESULTS stamp_protocol "$PROTOCOL"  # kept results of another protocol are never mixed in either
