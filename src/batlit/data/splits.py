@@ -95,7 +95,8 @@ def split_indices(labels: Tensor, val_size: float | int, seed: int,
     """(validation, training) indices into the full training set whose labels are ``labels``, for
     these data settings: the stratified validation split (salt 1), then the stratified training
     subset (salt 2) of what is left. Both are sorted ascending; without a split or a subset the
-    training indices are ``arange(len(labels))``."""
+    training indices are ``arange(len(labels))``. tests/fidelity/test_recipes.py checks that setup's
+    images are these."""
     n = labels.numel()
     n_val = val_count(val_size, n)
     val_idx, train_idx = torch.zeros(0, dtype=torch.long), torch.arange(n)
