@@ -48,9 +48,6 @@ __all__ = [
     "stratified_split",
 ]
 
-# --------------------------------------------------------------------------------------------------
-# The base DataModule
-# --------------------------------------------------------------------------------------------------
 
 def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
