@@ -54,7 +54,7 @@ def test_the_cfa_variant_changes_the_fawa_threshold_alone_to_the_rule_on_round2s
     cfa, variant = _compose("experiment=study3_cfa"), _compose("experiment=study3_cfa_fawa")
     assert variant["method"].pop("threshold") == 0.04 and cfa["method"].pop("threshold") is None
     assert variant == cfa
-    kept = sorted((ROOT / "docs/results/round2/large/cfa").glob("seed*"))
+    kept = sorted((ROOT / "results/round2/large/cfa").glob("seed*"))
     assert round3_fawa.threshold([round3_fawa.fawa_record(r) for r in kept]) == 0.04
 
 

@@ -67,3 +67,19 @@ def test_training_without_some_classes_through_the_cli(tmp_path):
 
     run = load_run(tmp_path / "checkpoints" / "last.ckpt")  # evaluate/analyze re-create the same selection
     assert run.class_names == record["class_names"] and datamodule_for(run.config).num_classes == 6
+
+
+@pytest.mark.parametrize("val_size,train_subset", [(0.2, None), (15, 40)])
+def test_train_labels_are_what_the_split_is_drawn_from(val_size, train_subset):
+    """ImageDataModule.train_labels (the hot-start check's labels) are the selected classes' training
+    labels before the split: batlit.data.split_indices on them gives setup's validation and training images."""
+    from batlit.data import split_indices
+
+    kw = dict(n_train=120, n_test=20, image_size=8, generated_classes=6, num_classes=4, exclude_classes=[0, "class4"])
+    whole = _setup(SyntheticDataModule, seed=5, **kw)  # no split, no subset: every selected training image
+    dm = _setup(SyntheticDataModule, val_size=val_size, train_subset=train_subset, seed=5, **kw)
+    labels = dm.train_labels()
+    assert torch.equal(labels, whole.train_y) and labels.max() == 3
+    val_idx, train_idx = split_indices(labels, val_size, 5, train_subset)
+    assert torch.equal(whole.train_x[val_idx], dm.val_x) and torch.equal(whole.train_y[val_idx], dm.val_y)
+    assert torch.equal(whole.train_x[train_idx], dm.train_x)

@@ -233,3 +233,22 @@ def test_a_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="bad image"):
         cache.get_or_build(path, key, build)
     assert _names(tmp_path / "c") == []
+
+
+@pytest.mark.parametrize("module", ["batlit.data", "batlit.data.cache"])
+def test_command_line_runs_as_a_module(module, tmp_path, monkeypatch, capsys):
+    """``python -m batlit.data`` (data/__main__.py) and the older ``python -m batlit.data.cache``."""
+    import runpy
+    import warnings
+
+    d = tmp_path / "c"
+    cache.save(*_entry(d, "a"), _arrays(0), cap=10**9)
+    monkeypatch.setattr("sys.argv", [module, "info", "--dir", str(d)])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as done:
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: batlit.data.cache is already imported here
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    assert done.value.code == 0 and f"{d}: 1 entries" in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", [module, "--help"])
+    with pytest.raises(SystemExit):
+        runpy.run_module(module, run_name="__main__")
+    assert f"usage: python -m {module} " in capsys.readouterr().out

@@ -3,35 +3,16 @@ validation images were not training images of that checkpoint."""
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+
+from ..data.splits import split_indices  # noqa: F401 - importable from here as before (FRL, tests)
 
 # data.* keys that must agree for two runs to draw their splits from the same images in the same order
 SAME_IMAGES_KEYS = ("_target_", "classes", "exclude_classes")
-
-
-def split_indices(labels: Tensor, val_size: float | int, seed: int,
-                  train_subset: int | None = None) -> tuple[Tensor, Tensor]:
-    """(validation, training) indices into the full training set whose labels are ``labels``, drawn
-    as :meth:`batlit.data.base.ImageDataModule.setup` draws them for these data settings (the
-    stratified validation split, then the training subset; tests/fidelity/test_recipes.py checks the two agree)."""
-    from ..data.base import ImageDataModule, _generator, stratified_split
-
-    kind, amount = ImageDataModule._parse_val_size(val_size)
-    n = labels.numel()
-    n_val = math.ceil(amount * n) if kind == "fraction" else int(amount)
-    val_idx, train_idx = torch.zeros(0, dtype=torch.long), torch.arange(n)
-    if n_val > 0:
-        val_idx, train_idx = stratified_split(labels, n_val, _generator(seed, 1))
-    if train_subset is not None and train_subset < train_idx.numel():
-        keep, _ = stratified_split(labels[train_idx], int(train_subset), _generator(seed, 2))
-        train_idx = train_idx[keep]
-    return val_idx, train_idx
 
 
 class HotStart:
@@ -78,8 +59,8 @@ class HotStart:
 
         The multipliers move on per-class errors measured on the validation split; images the hot
         start trained on are easier for it, which biases those errors and their gaps. Both splits are
-        recomputed from the two runs' data settings (:func:`split_indices`) on this run's labels: an
-        error, or with ``allow_val_overlap`` a warning. A hot start on other data
+        recomputed from the two runs' data settings (:func:`~batlit.data.splits.split_indices`) on this
+        run's labels: an error, or with ``allow_val_overlap`` a warning. A hot start on other data
         (``SAME_IMAGES_KEYS`` differ) cannot be checked and says so. A dataset whose images change
         with ``data.seed`` (``data=synthetic``) counts a seed change as overlap.
         """
@@ -95,7 +76,7 @@ class HotStart:
             self._warn(f"method.init_ckpt: '{path}' was trained on other data (data.{', data.'.join(differ)} differ): "
                        "whether this run's validation images were among its training images is not checked")
             return
-        labels = datamodule._select_classes(datamodule._load()).train_y
+        labels = datamodule.train_labels()
         val_idx, _ = split_indices(labels, datamodule.val_size, datamodule.seed)
         _, hot_train = split_indices(labels, hot.get("val_size") or 0, int(hot.get("seed", 0)), hot.get("train_subset"))
         seen = int(torch.isin(val_idx, hot_train).sum())
