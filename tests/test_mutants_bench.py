@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import batlit.config
+import batlit.config.hardware
 from batlit.bench import resolve_switches
 from batlit.precision_check import modes, probe_model
 
 
 @pytest.mark.parametrize("fast,expected", [(True, ("bf16", True)), (False, ("32", False))])
 def test_auto_switches_follow_where_bf16_is_fast(monkeypatch, fast, expected):
-    monkeypatch.setattr(batlit.config, "cpu_has_bf16", lambda: fast)
+    monkeypatch.setattr(batlit.config.hardware, "cpu_has_bf16", lambda: fast)
     assert resolve_switches("auto", "auto", torch.device("cpu")) == expected
     assert resolve_switches("32", False, torch.device("cpu")) == ("32", False)
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 #   inherit     whatever autocast surrounds the call (Lightning's, from trainer.precision) and
 #               torch's TF32 setting.
 # Defined in config, which validate() reads without torch.
-from ..config import PRECISIONS
+from ..vocab import PRECISIONS
 from ..models.fold import folded_batchnorm
 
 

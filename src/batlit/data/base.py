@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from ..config import DataUnavailableError  # defined beside ConfigError: both are user errors
+from ..errors import DataUnavailableError  # beside ConfigError (batlit.errors): both are user errors
 
 __all__ = [
     "DataUnavailableError",
