@@ -38,8 +38,8 @@ from round2_claims import Claim
 from round3_tables import ROWS, study_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from batlit.report import find_runs, read_per_image, rho  # noqa: E402
-from batlit.stats import bootstrap_draws, difference_interval, mcnemar_exact  # noqa: E402
+from batlit.report.tables import find_runs, read_per_image, rho  # noqa: E402
+from batlit.report.stats import bootstrap_draws, difference_interval, mcnemar_exact  # noqa: E402
 
 ALPHA = 0.05
 DRAWS = 2000

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from batlit.cost import LONG_CPU_RUN_HOURS, cost_line, estimate
+from batlit.tools.cost import LONG_CPU_RUN_HOURS, cost_line, estimate
 from batlit.data import SyntheticDataModule
 from batlit.methods import BAT
 from batlit.models import small_cnn
-from batlit.precision_check import ATTACK, OPTIMIZER
+from batlit.tools.precision_check import ATTACK, OPTIMIZER
 
 
 def test_the_probe_times_the_run_and_leaves_it_untouched():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from batlit.checkpoint import keep_csv_history
+from batlit.checkpoint.store import keep_csv_history
 
 
 @pytest.mark.filterwarnings("ignore:.*Previous log files")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import batlit.cost as cost
+import batlit.tools.cost as cost
 from batlit.data import SyntheticDataModule
 from batlit.methods import PGDAT
 from batlit.models import small_cnn
-from batlit.precision_check import ATTACK, OPTIMIZER
+from batlit.tools.precision_check import ATTACK, OPTIMIZER
 
 
 def test_the_estimate_counts_one_validation_every_val_every_epochs(monkeypatch):

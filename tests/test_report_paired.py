@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from batlit import report as report_mod
+from batlit.report import tables as report_mod
 from batlit.evaluate import _npz_bytes, per_image_arrays, subset_fingerprint
-from batlit.stats import mcnemar_exact, paired_bootstrap
+from batlit.report.stats import mcnemar_exact, paired_bootstrap
 
 K, N = 2, 40
 INDEX = np.arange(100, 100 + N)

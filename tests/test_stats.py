@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from batlit.data.base import balanced_subset
-from batlit.stats import mcnemar_exact, pair_runs, paired_bootstrap, wilson_interval
+from batlit.report.stats import mcnemar_exact, pair_runs, paired_bootstrap, wilson_interval
 
 
 def test_wilson_interval_by_hand():

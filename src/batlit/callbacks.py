@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import lightning as L
 
 from .config import UserError
-from .reporting import METRICS, results_to_json
+from .report.results import METRICS, results_to_json
 
 
 class NonFiniteLossError(UserError):

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import ConfigError
-from .reporting import METRICS
-from .safe_io import (atomic_savefig, atomic_text_writer, atomic_write_text, check_out_dir, csv_cell, printable,
+from ..config import ConfigError
+from .results import METRICS
+from ..safe_io import (atomic_savefig, atomic_text_writer, atomic_write_text, check_out_dir, csv_cell, printable,
                       read_plain_yaml, read_regular_text)
 
 # Config keys that say where or how a run was executed, not what was trained.
@@ -450,7 +450,7 @@ def _sources(runs: Sequence[Run]) -> list[tuple[str, str | None]]:
 def worst_class_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
     """One row per run: for the test split and each evaluation, its worst class by robust error, the
     class's images and its 95% Wilson interval over them (markdown cells and CSV records)."""
-    from .reporting import worst_interval
+    from .results import worst_interval
 
     sources = _sources([r for g in groups for r in g.runs])
     header = ["Method", "Run", *(f"{title} worst Rob" for title, _ in sources)]
@@ -490,8 +490,8 @@ def read_per_image(run: Run, attack: str) -> PerImage | None:
     None when the JSON names none or the file is not there (results kept without their .npz)."""
     import numpy as np
 
-    from .reporting import read_npz
-    from .safe_io import UnsafeFileError, read_regular_bytes
+    from .results import read_npz
+    from ..safe_io import UnsafeFileError, read_regular_bytes
 
     record = run.evals.get(attack) or {}
     name = record.get("per_image")
@@ -701,7 +701,7 @@ def plot_source_target(found: Sequence[tuple[str, dict[str, Any]]], path: Path) 
 def _wilson_columns(groups: Sequence[Group], records: list[dict[str, Any]]) -> None:
     """report.csv: per group and evaluation, the images of the worst class (the fewest over its runs)
     and, for a group of one run, that class's 95% Wilson interval (worst_class.csv has every run's)."""
-    from .reporting import worst_interval
+    from .results import worst_interval
 
     sources = _sources([r for g in groups for r in g.runs])
     for g, record in zip(groups, records):
@@ -836,6 +836,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {path}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
