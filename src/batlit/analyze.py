@@ -24,7 +24,7 @@ from .safe_io import atomic_savefig, atomic_write_text, check_out_dir
 from .checkpoint.weights import register_resolver
 
 register_resolvers()
-register_resolver()  # out_dir's default for weights= (batlit.weights)
+register_resolver()  # out_dir's default for weights= (batlit.checkpoint.weights)
 
 
 def target_distribution(confusion: torch.Tensor) -> torch.Tensor:
@@ -213,7 +213,7 @@ def load_baseline(cfg: DictConfig, run) -> tuple[Any, list[int] | None]:
 
 def write_gallery(cfg: DictConfig, run, baseline, classes: list[int] | None, model: torch.nn.Module, dm,
                   device: torch.device, out_dir: Path) -> list[Path]:
-    """Figure 5: test images the baseline run gets wrong and this run gets right (gallery.py)."""
+    """Figure 5: test images the baseline run gets wrong and this run gets right (report/gallery.py)."""
     from functools import partial
 
     from .report import gallery
@@ -252,7 +252,7 @@ def output_folder(cfg: DictConfig, create: bool = False) -> Path:
 def run(cfg: DictConfig) -> dict[str, Any]:
     from .checkpoint.weights import check_source
 
-    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.weights)
+    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.checkpoint.weights)
     audit = cfg.get("weights") is not None
     if not audit and not Path(str(cfg.ckpt)).is_file():  # before the heavy imports
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
@@ -325,7 +325,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     from .checkpoint.weights import require_source_on_command_line
 
-    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt")  # or weights= (batlit.weights)
+    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt")  # or weights= (batlit.checkpoint.weights)
     _hydra_main()
 
 

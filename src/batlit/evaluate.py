@@ -41,7 +41,7 @@ from .safe_io import atomic_text_writer, atomic_write_bytes, atomic_write_text, 
 from .checkpoint.weights import register_resolver
 
 register_resolvers()
-register_resolver()  # out_dir's default for weights= (batlit.weights)
+register_resolver()  # out_dir's default for weights= (batlit.checkpoint.weights)
 
 KINDS = ("pgd", "autoattack", "autoattack_fast", "none")
 EVAL_PRECISIONS = ("fp32", "bf16")  # fp32: the reported numbers; bf16: faster, docs/performance.md
@@ -64,7 +64,7 @@ def check_config(cfg: DictConfig) -> None:
     """Every check that needs no model or data, each a one-line :class:`ConfigError`."""
     from .checkpoint.weights import check_source
 
-    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.weights)
+    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.checkpoint.weights)
     if cfg.get("weights") is None and not Path(str(cfg.ckpt)).is_file():
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
     resolve_device(cfg.device)  # device=cuda on a machine without one: one line, before the checkpoint loads
@@ -426,7 +426,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from .tools.cost import _span
     from .report.results import format_table, results_to_json
 
-    audit = cfg.get("weights") is not None  # weights trained elsewhere: batlit.weights builds the run
+    audit = cfg.get("weights") is not None  # weights trained elsewhere: batlit.checkpoint.weights builds the run
     if audit:
         from .checkpoint.weights import audit_record, audited_run
 

@@ -154,7 +154,7 @@ def compile_model(model: Any, backend: Any = "inductor") -> Any:
 
 
 def announce_cost(cfg: DictConfig, trainer: Any, method: Any, datamodule: Any) -> None:
-    """One line before training: the estimated time per epoch and for the run (batlit/cost.py).
+    """One line before training: the estimated time per epoch and for the run (batlit/tools/cost.py).
     An estimate that cannot be made (a compiled model, an unusual method) is skipped, never fatal."""
     from .tools.cost import cost_line, estimate
 

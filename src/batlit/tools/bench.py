@@ -24,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..config import ConfigError, exit_on_user_error, register_resolvers, resolve_device
+from .. import methods
+from ..config import ConfigError, exit_on_user_error, hardware, register_resolvers, resolve_device
+from ..models import Normalize
+from ..models.fold import set_batchnorm_folding
 
 register_resolvers()
 
@@ -81,8 +84,6 @@ def reference_trajectory(model, x, y, *, eps, step_size, steps, init_std, tau, o
 
 
 def _build(name: str, model, cfg: DictConfig):
-    from .. import methods
-
     attack = OmegaConf.to_container(cfg.attack, resolve=True)
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     cls = getattr(methods, METHODS.get(name, "BAT"))
@@ -198,8 +199,6 @@ def forward_flops_per_image(model, x) -> float:
 def resolve_switches(precision: Any, channels_last: Any, device: torch.device) -> tuple[str, bool]:
     """``auto``: bf16 and channels_last where the device computes bf16 fast (a GPU, or a CPU with
     bf16 in hardware: ``batlit.config.fast_bf16``), else fp32 and contiguous — what training uses."""
-    from ..config import hardware
-
     fast = (torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else hardware.cpu_has_bf16())
     precision = ("bf16" if fast else "32") if str(precision) == "auto" else str(precision)
     channels_last = fast if str(channels_last) == "auto" else bool(channels_last)
@@ -209,9 +208,6 @@ def resolve_switches(precision: Any, channels_last: Any, device: torch.device) -
 def _layout(base_model, x, device, precision: str, channels_last: bool, fold_batchnorm: bool):
     """The model and batch in one memory layout, the attacks' BatchNorm folding on or off, and the
     autocast of one precision."""
-    from ..models import Normalize
-    from ..models.fold import set_batchnorm_folding
-
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = set_batchnorm_folding(copy.deepcopy(base_model), fold_batchnorm)
     for module in model.modules():  # the bench's switch decides the layout, not model.channels_last

@@ -36,6 +36,11 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
+from ..checkpoint.store import datamodule_for, load_run
+from ..config import ConfigError, exit_on_user_error, resolve_device
+from ..methods import BAT, PGDAT, TRADES
+from ..models import small_cnn
+from ..safe_io import atomic_write_text
 
 ATTACK = {"eps": 8 / 255, "train": {"steps": 10, "step_size": 2 / 255},
           "val": {"steps": 10, "step_size": 2 / 255}, "test": {"steps": 10, "step_size": 2 / 255}}
@@ -44,8 +49,6 @@ OPTIMIZER = {"name": "sgd", "lr": 0.05}
 
 def probe_model(n_test: int = 512, device: str | torch.device = "cpu", seed: int = 0):
     """A small CNN trained for ~2 s and the test images it classifies right: ``(model, x, y)``."""
-    from ..models import small_cnn
-
     torch.manual_seed(seed)
     protos = F.interpolate(torch.rand(10, 3, 4, 4), size=32, mode="bilinear", align_corners=False)
 
@@ -86,8 +89,6 @@ def trained_model(ckpt: str | Path, n_test: int = 512, device: str | torch.devic
     """A trained checkpoint's model, the first ``n_test`` test images it classifies right and the
     attack settings it trained with: ``(model, x, y, attack)``. Read through batlit.checkpoint's
     checked readers (``weights_only=True``; the stored config names none of the reader's code)."""
-    from ..checkpoint.store import datamodule_for, load_run
-
     run = load_run(ckpt)
     dm = datamodule_for(run.config, root=data_root, test_subset=n_test, eval_batch_size=256, num_workers=0)
     xs, ys = zip(*dm.test_dataloader())  # [0, 1] images, as evaluate's attacks see them
@@ -130,8 +131,6 @@ def modes(device_type: str) -> dict[str, tuple[str, Any]]:
 
 def run(device: str = "cpu", n_test: int = 512, repeats: int = 1, ckpt: str | Path | None = None,
         data_root: str | None = None) -> dict[str, Any]:
-    from ..methods import BAT, PGDAT, TRADES
-
     if ckpt is None:
         model, x, y = probe_model(n_test, device)
         attack = ATTACK
@@ -170,9 +169,6 @@ def run(device: str = "cpu", n_test: int = 512, repeats: int = 1, ckpt: str | Pa
 
 
 def _main(argv: list[str] | None = None) -> None:
-    from ..config import ConfigError, resolve_device
-    from ..safe_io import atomic_write_text
-
     parser = argparse.ArgumentParser(prog="python -m batlit.tools.precision_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:1, ...")
     parser.add_argument("--n-test", type=int, default=512)
@@ -193,8 +189,6 @@ def _main(argv: list[str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..config import exit_on_user_error
-
     exit_on_user_error(_main, argv)
 
 

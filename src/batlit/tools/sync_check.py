@@ -20,6 +20,8 @@ from typing import Any
 import torch
 
 from .. import sync
+from ..methods import BAT, CFA, DAFA, FAAL, FRL, GAIRAT, PGDAT, TRADES, WAT
+from ..models import small_cnn
 
 K = 10
 ATTACK = {"eps": 8 / 255, "train": {"steps": K, "step_size": 2 / 255}, "val": {"steps": K, "step_size": 2 / 255},
@@ -28,8 +30,6 @@ OPTIMIZER = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
 
 
 def methods() -> dict[str, tuple[type, dict[str, Any]]]:
-    from ..methods import BAT, CFA, DAFA, FAAL, FRL, GAIRAT, PGDAT, TRADES, WAT
-
     return {"pgd_at": (PGDAT, {}), "trades": (TRADES, {}), "bat": (BAT, {}),
             "bat_nosync": (BAT, {"compact": False, "early_exit": False}), "gairat": (GAIRAT, {"begin_epoch": 1}),
             "frl": (FRL, {}), "cfa": (CFA, {"fawa": False, "begin": 1}), "wat": (WAT, {}),
@@ -46,8 +46,6 @@ def _step(method: Any, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: tor
 
 def run(device: str = "cpu", batch: int = 128, size: int = 32) -> dict[str, Any]:
     from lightning.pytorch import LightningModule
-
-    from ..models import small_cnn
 
     dev = torch.device(device)
     on_cuda = dev.type == "cuda"
