@@ -3,7 +3,7 @@
 # briefly on real CIFAR-10 and bring back what was found, in at most 3 files under $OUT.
 #
 #   OUT=/some/folder bash scripts/gpu_slot.sh                 # the slot (docs/performance.md: the call to paste)
-#   OUT=/tmp/dry DRY=1 bash scripts/gpu_slot.sh               # the same steps, tiny and on the CPU (tests/test_gpu_slot.py)
+#   OUT=/tmp/dry DRY=1 bash scripts/gpu_slot.sh               # the same steps, tiny and on the CPU (tests/cli/test_gpu_slot.py)
 #   OUT=/some/folder PLAN=bench bash scripts/gpu_slot.sh      # scripts/gpu_bench.sh: checks and the step benchmark only
 #
 # Before the slot, on a machine with package access, in the checkout:
@@ -12,7 +12,7 @@
 # and name `.wheels` and `data/cifar10-jpeg` in the run's carry (../shared does not travel).
 #
 # Plan `slot` (the default), in order, each step under its own `timeout` (the seconds after its
-# name; together at most 480, tests/test_gpu_slot.py checks it, and the script caps each step by
+# name; together at most 480, tests/cli/test_gpu_slot.py checks it, and the script caps each step by
 # what is left of BUDGET too): the wheels into a scratch --target folder (never the image's own
 # Python; --no-deps: torchattacks pins an old requests), the environment, the CUDA-only tests,
 # host syncs per training step, the attacks' strength per precision on the probe, the step
@@ -95,7 +95,7 @@ echo "== batlit gpu_slot: plan $PLAN, dry run $DRY, budget $BUDGET s, work folde
 plan_slot() {
   step install 30 bash scripts/gpu_slot_install.sh
   step environment 10 "$PY" scripts/gpu_slot_pack.py environment "$RES/environment.json"
-  step cuda_tests 50 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py --junitxml="$RES/cuda_tests.xml"
+  step cuda_tests 50 "$PY" -m pytest -q -rs -p no:cacheprovider tests/run/test_cuda.py --junitxml="$RES/cuda_tests.xml"
   step sync_check 25 "$PY" -m batlit.tools.sync_check --device $DEV $SYNC_SIZE --out "$RES/sync_check.json"
   step precision_probe 25 "$PY" -m batlit.tools.precision_check --device $DEV $PROBE_SIZE --out "$RES/precision_probe.json"
   step bench_small 40 "$PY" -m batlit.bench $BENCH_MODEL batch_size=${BATCHES[0]} baseline=true count_flops=false \
@@ -116,7 +116,7 @@ plan_slot() {
 plan_bench() {  # scripts/gpu_bench.sh: the checks, every BAT variant in the step benchmark, synthetic epochs
   step install 30 bash scripts/gpu_slot_install.sh
   step environment 10 "$PY" scripts/gpu_slot_pack.py environment "$RES/environment.json"
-  step cuda_tests 50 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py --junitxml="$RES/cuda_tests.xml"
+  step cuda_tests 50 "$PY" -m pytest -q -rs -p no:cacheprovider tests/run/test_cuda.py --junitxml="$RES/cuda_tests.xml"
   step sync_check 25 "$PY" -m batlit.tools.sync_check --device $DEV $SYNC_SIZE --out "$RES/sync_check.json"
   step precision_probe 25 "$PY" -m batlit.tools.precision_check --device $DEV $PROBE_SIZE --out "$RES/precision_probe.json"
   step bench_small 70 "$PY" -m batlit.bench $BENCH_MODEL batch_size=${BATCHES[0]} baseline=true \

@@ -23,7 +23,7 @@ paths relative to the repository, so the kept files name no machine. A run alrea
 overwritten: its test metrics are compared with the new copy's instead (a base model retrained on
 the CPU to fine-tune from must reproduce the kept one), and the comparison is printed.
 
-    python scripts/keep_results.py outputs/study_round2_small/pgd_at/seed0 docs/results/round2/small/pgd_at/seed0
+    python scripts/keep_results.py outputs/study_round2_small/pgd_at/seed0 results/round2/small/pgd_at/seed0
     python scripts/keep_results.py --per-image --weights outputs/study_round3/cfa/seed0 results/round3/cfa/seed0
 """
 

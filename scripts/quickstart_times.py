@@ -1,6 +1,6 @@
 """Wall time of each class-wise method on the quickstart against PGD-AT's (issue 19: at most 2x).
 
-    python scripts/quickstart_times.py [--rounds 2] [--out docs/results/quickstart_times.md]
+    python scripts/quickstart_times.py [--rounds 2] [--out results/quickstart/quickstart_times.md]
 
 Each method trains ``experiment=quickstart`` (digits, small_cnn, 15 epochs, CPU) with ``test=false``,
 in rounds that interleave the methods so that a slow spell of a shared machine hits all of them;
@@ -50,7 +50,7 @@ def run(name: str, overrides: list[str], run_dir: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "quickstart_times.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "quickstart" / "quickstart_times.md")
     args = parser.parse_args()
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,8 +24,8 @@ SE``); and a worst-class gain whose average part fails says which part. One seed
 the verdict says so. Between scales, the worst-class effect ``grows`` or ``shrinks`` when the
 change is beyond 2 SE of the two differences combined.
 
-    python scripts/round2_claims.py docs/results/round2/small
-    python scripts/round2_claims.py docs/results/round2/small --larger docs/results/round2/large
+    python scripts/round2_claims.py results/round2/small
+    python scripts/round2_claims.py results/round2/small --larger results/round2/large
 
 With --larger it first says what the larger scale bought: each method's average clean and robust
 error at both scales (PGD-20 on the test split, metrics.json; AutoAttack, eval_autoattack.json),

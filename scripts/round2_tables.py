@@ -13,9 +13,9 @@ epoch (csv/metrics.csv ``perf/epoch_seconds``), and each evaluation's seconds (e
 wall time of every kept run and evaluation of the folder. Given several folders (the two scales),
 it ends with the whole study's wall time.
 
-    python scripts/round2_tables.py docs/results/round2/small              # accuracy and cost tables
-    python scripts/round2_tables.py docs/results/round2/large --trades-only
-    python scripts/round2_tables.py docs/results/round2/small docs/results/round2/large   # and the whole study
+    python scripts/round2_tables.py results/round2/small              # accuracy and cost tables
+    python scripts/round2_tables.py results/round2/large --trades-only
+    python scripts/round2_tables.py results/round2/small results/round2/large   # and the whole study
 """
 
 from __future__ import annotations

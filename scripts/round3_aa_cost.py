@@ -12,7 +12,7 @@ component). Those were torchattacks' 10-iteration variant, which leaves more ima
 original: the extrapolation overstates the attacked images, so the size it gives errs on the safe side.
 
     python scripts/round3_aa_cost.py outputs/round3_aa_cost/pgd_at/checkpoints/last.ckpt \\
-        --reference docs/results/round2/large --runs 27 --hours 6 --out outputs/round3_aa_cost/aa_cost.json
+        --reference results/round2/large --runs 27 --hours 6 --out outputs/round3_aa_cost/aa_cost.json
     python scripts/round3_aa_cost.py --measured outputs/round3_aa_cost/aa_cost.json --hours 8   # again, no measuring
 
 Machines: the extrapolation is given for this machine; for the machine that ran the reference, twice:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ckpt", type=Path, help="a checkpoint of the study's architecture (last.ckpt)")
     parser.add_argument("--n-samples", type=int, default=200, help="class-balanced test images to time on")
     parser.add_argument("--batch-size", type=int, default=256, help="as batlit.evaluate's default")
-    parser.add_argument("--reference", type=Path, default=ROOT / "docs/results/round2/large",
+    parser.add_argument("--reference", type=Path, default=ROOT / "results/round2/large",
                         help="kept round-2 evaluations whose fractions the extrapolation uses")
     parser.add_argument("--runs", type=int, default=27, help="evaluations the study makes")
     parser.add_argument("--hours", type=float, default=6.0, help="the time the evaluations may take")

@@ -12,7 +12,7 @@ authors'): the threshold is the LOWEST last-epoch value over the runs given, so 
 the same protocol reaches it by its end (FAWA measures the trained model, which FAWA does not change,
 so a run with the same seed follows the same trajectory).
 
-    python scripts/round3_fawa.py docs/results/round2/large/cfa
+    python scripts/round3_fawa.py results/round2/large/cfa
 """
 
 from __future__ import annotations

@@ -7,13 +7,15 @@
 #   and FRL from TRADES(6) (tau 0.05); 3 seeds.
 # SCALE=large (experiment=study_cifar10_cpu_large: width 32, 12,000 images, 20 epochs): PGD-AT and
 #   the TRADES-based methods; 2 seeds.
-# Every finished model gets PGD-20 and AutoAttack on the same $AA_SAMPLES test images. Epoch-counted
-# settings follow the authors' schedules scaled to the run's epochs: CFA's begin 10 of 200 epochs,
-# DAFA's warm-up 70 of 110, FAAL's 2 fine-tuning epochs at a tenth of the training lr then a
-# hundredth (the authors': 0.01 and 0.001 after training at 0.1). Nothing is chosen on test data.
+# Every finished model gets PGD-20 and AutoAttack on the same $AA_SAMPLES test images. The methods
+# beyond round 1's are named experiments, experiment=study2_SCALE_NAME (conf/experiment/study2_*.yaml:
+# the scale's experiment with the method's settings), whose epoch-counted settings follow the
+# authors' schedules scaled to the scale's epochs: CFA's begin 10 of 200 epochs, DAFA's warm-up 70 of
+# 110, FAAL's 2 fine-tuning epochs at a tenth of the training lr then a hundredth (the authors': 0.01
+# and 0.001 after training at 0.1). Nothing is chosen on test data.
 # Resumable: a finished step is skipped, a killed training continues from its last.ckpt.
 # Across machines: each finished run's metrics.json, config.yaml and eval_*.json are kept in
-# RESULTS (docs/results/round2/SCALE, tracked; COMMIT=1 commits each one), and a run kept there is
+# RESULTS (results/round2/SCALE, tracked; COMMIT=1 commits each one), and a run kept there is
 # not trained again. A fine-tuning whose base's checkpoint is not on this machine retrains the base
 # first (the CPU is deterministic: keep_results.py says whether it reproduced the kept one). The
 # reports and tables are made from RESULTS.
@@ -29,35 +31,41 @@ source scripts/study_common.sh
 PY=${PYTHON:-.venv/bin/python}
 SCALE=${SCALE:-small}
 case $SCALE in
-  small) EXPERIMENT=study_cifar10_cpu EPOCHS=12 LR=0.05 SEEDS=${SEEDS:-"0 1 2"}
+  small) EXPERIMENT=study_cifar10_cpu SEEDS=${SEEDS:-"0 1 2"}
          METHODS=${METHODS:-"standard pgd_at trades1 trades6 fat gairat bat frl cfa wat dafa faal_at faal_trades frl_trades"} ;;
-  large) EXPERIMENT=study_cifar10_cpu_large EPOCHS=20 LR=0.05 SEEDS=${SEEDS:-"0 1"}
+  large) EXPERIMENT=study_cifar10_cpu_large SEEDS=${SEEDS:-"0 1"}
          METHODS=${METHODS:-"pgd_at trades6 bat cfa wat dafa faal_trades frl_trades"} ;;
   *) echo "SCALE must be small or large, got '$SCALE'" >&2; exit 2 ;;
 esac
 AA_SAMPLES=${AA_SAMPLES:-1000}   # 100 per class: AutoAttack takes about 20 s per 200 images of a small-scale model (docs/results_round2.md)
-extra=() aa_args=()
+extra=() aa_args=() dafa_args=()
 if [ "${BATLIT_DRY_RUN:-0}" = 1 ]; then  # the same pipeline on a few hundred images
-  EPOCHS=2
   extra=(epochs=2 data.train_subset=300 data.test_subset=100 data.val_size=100 attack.train.steps=2
          attack.val.steps=2 attack.test.steps=2 trainer.check_val_every_n_epoch=1 scheduler.milestones=[2])
+  dafa_args=(method.warmup_epoch=1)  # DAFA's 70 of 110 epochs scaled to the dry run's 2 (CFA's begin is 1 already)
   AA_SAMPLES=20 aa_args=(attack.version=apgd-ce)
   OUT=${OUT:-outputs/study_round2_${SCALE}_dryrun}
   RESULTS=${RESULTS:-$OUT/results}
 fi
 OUT=${OUT:-outputs/study_round2_$SCALE}
-RESULTS=${RESULTS:-docs/results/round2/$SCALE}
+RESULTS=${RESULTS:-results/round2/$SCALE}
 PROTOCOL="experiment=$EXPERIMENT dry_run=${BATLIT_DRY_RUN:-0} fidelity=issue19 aa_samples=$AA_SAMPLES"
 stamp_protocol "$PROTOCOL"
 OUT=$RESULTS stamp_protocol "$PROTOCOL"  # kept results of another protocol are never mixed in either
 
-at() { "$PY" -c "import sys; e, t, n = map(int, sys.argv[1:]); print(max(1, min(n, round(e * n / t))))" "$@"; }
-CFA_BEGIN=$(at 10 200 "$EPOCHS")
-DAFA_WARMUP=$(at 70 110 "$EPOCHS")
-FT_LR=$("$PY" -c "print($LR / 10)")
+for method in $METHODS; do
+  case $method in frl) names="frl_tau005 frl_tau007" ;; *) names=$method ;; esac
+  for name in $names; do
+    if [[ " $ROUND1_METHODS " != *" $method "* ]] && [ ! -f "conf/experiment/study2_${SCALE}_$name.yaml" ]; then
+      echo "METHODS: no conf/experiment/study2_${SCALE}_$name.yaml for '$method'" >&2; exit 2
+    fi
+  done
+done
 
-fine_tune() {  # fine_tune NAME BASE_NAME SEED OVERRIDES...: from BASE's finished model of the same seed
-  local name=$1 base=$2 seed=$3; shift 3
+# fine_tune NAME BASE_NAME SEED: experiment=study2_SCALE_NAME (NAME without dots) from BASE's finished
+# model of the same seed
+fine_tune() {
+  local name=$1 base=$2 seed=$3
   local ckpt="$OUT/$base/seed$seed/checkpoints/last.ckpt"
   if [ -f "$OUT/$name/seed$seed/metrics.json" ] || [ -f "$RESULTS/$name/seed$seed/metrics.json" ]; then
     train "$name/seed$seed"; return  # prints done or kept
@@ -67,7 +75,7 @@ fine_tune() {  # fine_tune NAME BASE_NAME SEED OVERRIDES...: from BASE's finishe
     NEED_CKPT=1 train_round1 "$base" "$seed"
   fi
   [ -f "$ckpt" ] || { echo "skip     $name/seed$seed: $base/seed$seed is not trained yet"; return; }
-  train "$name/seed$seed" seed="$seed" method.init_ckpt="$ckpt" "$@"
+  EXPERIMENT=study2_${SCALE}_${name//./} train "$name/seed$seed" seed="$seed" method.init_ckpt="$ckpt"
 }
 
 # evaluate_finished: PGD-20 and AutoAttack on the same test images, for every finished model in $OUT
@@ -120,20 +128,14 @@ for seed in $SEEDS; do
   for method in $METHODS; do
     if [[ " $ROUND1_METHODS " == *" $method "* ]]; then train_round1 "$method" "$seed"; evaluate_finished; continue; fi
     case $method in
-      cfa)      train cfa/seed$seed method=cfa method.begin=$CFA_BEGIN seed=$seed ;;
-      wat)      train wat/seed$seed method=wat seed=$seed ;;
-      dafa)     train dafa/seed$seed method=dafa method.warmup_epoch=$DAFA_WARMUP seed=$seed ;;
-      faal_at)     fine_tune faal_at pgd_at $seed method=faal method.base=pgd_at epochs=2 optimizer.lr=$FT_LR \
-                       scheduler.milestones=[2] ;;
-      faal_trades) fine_tune faal_trades trades6 $seed method=faal method.base=trades epochs=2 optimizer.lr=$FT_LR \
-                       scheduler.milestones=[2] ;;
-      frl)  # Reweight+Remargin from this seed's PGD-AT (which held out the same validation split), 4 epochs
-        for tau in 0.05 0.07; do
-          fine_tune frl_tau$tau pgd_at $seed method=frl_rwrm method.bound=$tau epochs=4 scheduler=constant \
-              optimizer.lr=0.005 method.halve_every=2
-        done ;;
-      frl_trades) fine_tune frl_trades trades6 $seed method=frl_rwrm method.bound=0.05 epochs=4 scheduler=constant \
-                      optimizer.lr=0.005 method.halve_every=2 ;;
+      cfa)  EXPERIMENT=study2_${SCALE}_cfa train cfa/seed$seed seed=$seed ;;
+      wat)  EXPERIMENT=study2_${SCALE}_wat train wat/seed$seed seed=$seed ;;
+      dafa) EXPERIMENT=study2_${SCALE}_dafa train dafa/seed$seed seed=$seed ${dafa_args[@]+"${dafa_args[@]}"} ;;
+      faal_at)     fine_tune faal_at pgd_at $seed ;;
+      faal_trades) fine_tune faal_trades trades6 $seed ;;
+      frl)  # Reweight+Remargin from this seed's PGD-AT (which held out the same validation split), tau 0.05 and 0.07
+        for tau in 0.05 0.07; do fine_tune frl_tau$tau pgd_at $seed; done ;;
+      frl_trades) fine_tune frl_trades trades6 $seed ;;
       *) echo "unknown method $method" >&2; exit 2 ;;
     esac
     evaluate_finished  # each model is evaluated as soon as it is trained, and kept

@@ -1,4 +1,5 @@
-"""Shared test helpers: run the real CLI in a subprocess, find the shared CIFAR-10 JPEG copy."""
+"""Shared test helpers: run the real CLI in a subprocess, find the shared CIFAR-10 JPEG copy, compose
+the training config in-process, trap hidden host read-backs."""
 
 from __future__ import annotations
 
@@ -85,3 +86,45 @@ def linear_model(k: int = 4):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, k))
     model.num_classes = k
     return model
+
+
+def compose_config(*overrides: str):
+    """The training config composed in-process with these overrides, as an entry point sees it."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    return with_hydra_runtime(cfg)
+
+
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy", "nonzero")
+
+
+@pytest.fixture
+def no_hidden_reads(monkeypatch):
+    """Make every host read-back raise unless batlit.sync is making it."""
+    import torch
+    from torch import Tensor
+
+    from batlit import sync
+
+    def trap(name, original):
+        def guarded(self, *args, **kwargs):
+            if not sync.inside() and self.numel() > 0:
+                raise AssertionError(f"a host read-back ({name}) inside a training step")
+            return original(self, *args, **kwargs)
+        return guarded
+
+    for name in HOST_READS:
+        monkeypatch.setattr(Tensor, name, trap(name, getattr(Tensor, name)))
+    original_getitem = Tensor.__getitem__
+
+    def getitem(self, index):
+        if isinstance(index, Tensor) and index.dtype == torch.bool and not sync.inside():
+            raise AssertionError("a boolean-mask index (its size is a host read) inside a training step")
+        return original_getitem(self, index)
+
+    monkeypatch.setattr(Tensor, "__getitem__", getitem)
+    original_nonzero = torch.nonzero
+    monkeypatch.setattr(torch, "nonzero", lambda t, *a, **k: (_ for _ in ()).throw(
+        AssertionError("torch.nonzero inside a training step")) if not sync.inside() else original_nonzero(t, *a, **k))

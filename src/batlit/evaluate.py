@@ -8,7 +8,7 @@ Attacks (config group ``attack`` in ``conf/evaluate/``):
   (``pyautoattack``, as RobustBench runs it; batlit.attacks.autoattack): ``standard`` = APGD-CE,
   APGD-T, FAB-T (100 iterations each, 9 target classes), Square (5000 queries); ``attack.version``
   ``plus`` or ``rand``, or one component (``apgd_ce`` runs the first alone); the same per-class
-  results as ``pyautoattack.AutoAttack`` on the same images (tests/test_autoattack_original.py);
+  results as ``pyautoattack.AutoAttack`` on the same images (tests/fidelity/test_autoattack_original.py);
 - ``autoattack_fast``: torchattacks' AutoAttack, 10 iterations per component — not the original
   AutoAttack and weaker: never the default, never reported as AutoAttack;
 - ``clean``: no attack.

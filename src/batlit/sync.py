@@ -10,7 +10,7 @@ for themselves, and only through these functions:
 - :func:`read`: a value a decision needs on the host, at most once per epoch (CFA's FAWA check,
   DAFA's weight check) or once every N steps (the non-finite loss guard).
 
-``tests/test_syncs.py`` counts the calls per training step of every method and makes any other
+``tests/methods/test_host_syncs.py`` counts the calls per training step of every method and makes any other
 read-back inside a step raise; on a GPU, ``scripts/gpu_bench.sh`` counts the syncs CUDA itself
 sees (``torch.cuda.set_sync_debug_mode``).
 """

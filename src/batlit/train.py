@@ -148,7 +148,7 @@ def compile_model(model: Any, backend: Any = "inductor") -> Any:
     of the eager model), with dynamic shapes: the early-stopping attacks' compaction changes the batch
     size at every step, and static graphs keyed on each size reached torch's recompile limit (8)
     within two BAT steps. What remains are the few variants of mode, grad and autocast
-    (tests/test_compile.py counts them)."""
+    (tests/run/test_compile.py counts them)."""
     model.compile(backend=backend, dynamic=True)
     return model
 

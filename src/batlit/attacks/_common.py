@@ -69,7 +69,7 @@ class AttackPrecision:
     backward of step k. Only ``fp32_first`` differs between steps: near x a KL attack's gradient
     is second order in the 0.001 offset, below bf16's rounding, but after one signed step of
     size step_size it is first order and bf16 keeps the attack's full strength (measured in
-    docs/performance.md; tests/test_precision.py).
+    docs/performance.md; tests/attacks/test_attack_precision.py).
     """
 
     def __init__(self, precision: str, device_type: str, loss: str = "ce", init: str = "uniform") -> None:

@@ -8,7 +8,7 @@ adversarial images``. Each call is exactly the branch of ``AutoAttack.run_standa
 that attack: the same settings (``_set_version``), the same state set before ``perturb`` (the loss,
 FAB's targeting and restarts) and the same seed (each ``perturb`` reseeds torch from ``seed``), so a
 caller that hands a component the same images the original would, in the same order, gets the same
-adversarial images (tests/test_autoattack_original.py).
+adversarial images (tests/fidelity/test_autoattack_original.py).
 
 For L∞ the versions run (``pyautoattack/autoattack.py``, ``AutoAttack._set_version``):
 

@@ -20,8 +20,7 @@ _WHERE = {name: "store" for name in (
     "read_batlit_checkpoint", "build_model", "load_run", "check_resumable", "keep_csv_history", "datamodule_for",
     "default_data_root", "atomic_torch_save", "checked_callback_state", "AtomicCheckpointIO")}
 _WHERE.update({"BatlitRecord": "record", "batlit_record": "record", "HotStart": "hot_start",
-               "HotStartSplitCheck": "hot_start", "load_hot_start": "hot_start", "check_init_split": "hot_start",
-               "split_indices": "hot_start"})
+               "HotStartSplitCheck": "hot_start", "load_hot_start": "hot_start", "check_init_split": "hot_start"})
 
 __all__ = sorted(_WHERE)
 

@@ -7,7 +7,6 @@ that trained on this run's validation images (``batlit.train`` adds both).
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,31 +15,14 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
-from torch import Tensor
 
-from ..data.base import ImageDataModule, _generator, stratified_split  # C makes these public (issue 33)
+from ..data.base import ImageDataModule
+from ..data.splits import split_indices
 from ..errors import ConfigError
 from .store import REPORTED_WEIGHTS, read_batlit_checkpoint
 
 # data.* keys that must agree for two runs to draw their splits from the same images in the same order
 SAME_IMAGES_KEYS = ("_target_", "classes", "exclude_classes")
-
-
-def split_indices(labels: Tensor, val_size: float | int, seed: int,
-                  train_subset: int | None = None) -> tuple[Tensor, Tensor]:
-    """(validation, training) indices into the full training set whose labels are ``labels``, drawn
-    as :meth:`batlit.data.base.ImageDataModule.setup` draws them for these data settings (the
-    stratified validation split, then the training subset; the data tests check the two agree)."""
-    kind, amount = ImageDataModule._parse_val_size(val_size)
-    n = labels.numel()
-    n_val = math.ceil(amount * n) if kind == "fraction" else int(amount)
-    val_idx, train_idx = torch.zeros(0, dtype=torch.long), torch.arange(n)
-    if n_val > 0:
-        val_idx, train_idx = stratified_split(labels, n_val, _generator(seed, 1))
-    if train_subset is not None and train_subset < train_idx.numel():
-        keep, _ = stratified_split(labels[train_idx], int(train_subset), _generator(seed, 2))
-        train_idx = train_idx[keep]
-    return val_idx, train_idx
 
 
 @dataclass
@@ -78,7 +60,7 @@ def check_init_split(hot: HotStart, run_data: dict[str, Any], datamodule: Any, a
 
     The multipliers move on per-class errors measured on the validation split; images the hot
     start trained on are easier for it, which biases those errors and their gaps. Both splits are
-    recomputed from the two runs' data settings (:func:`split_indices`) on this run's labels: an
+    recomputed from the two runs' data settings (:func:`batlit.data.splits.split_indices`) on this run's labels: an
     error, or with ``allow_val_overlap`` a warning (``warn``; by default on stderr). A hot start on
     other data (``SAME_IMAGES_KEYS`` differ) cannot be checked and says so. A dataset whose images
     change with ``data.seed`` (``data=synthetic``) counts a seed change as overlap.
@@ -92,7 +74,7 @@ def check_init_split(hot: HotStart, run_data: dict[str, Any], datamodule: Any, a
         warn(f"method.init_ckpt: '{path}' was trained on other data (data.{', data.'.join(differ)} differ): "
              "whether this run's validation images were among its training images is not checked")
         return
-    labels = datamodule._select_classes(datamodule._load()).train_y
+    labels = datamodule.train_labels()
     val_idx, _ = split_indices(labels, datamodule.val_size, datamodule.seed)
     _, hot_train = split_indices(labels, hot_data.get("val_size") or 0, int(hot_data.get("seed", 0)),
                                  hot_data.get("train_subset"))

@@ -1,351 +1,59 @@
-"""Shared base for batlit's LightningDataModules.
+"""The base of batlit's LightningDataModules.
 
 Every dataset is held in memory as uint8 tensors ``(N, C, H, W)`` with long labels. A subclass only
 says how to get those tensors (:meth:`ImageDataModule._load`); the base class validates arguments,
-carves the validation split and the subsets, builds the dataloaders and applies the batched
-crop + flip augmentation on whatever device the batch lives on.
+carves the validation split and the subsets (:mod:`batlit.data.splits`), builds the dataloaders
+(:mod:`batlit.data.datasets`) and applies the batched crop + flip augmentation on whatever device
+the batch lives on. Datasets decoded from files cache their arrays (:mod:`batlit.data.cache_entries`).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from ..errors import DataUnavailableError  # beside ConfigError (batlit.errors): both are user errors
 
+# The names this module held before the split by concern, kept importable from here for one release.
+from .cache_entries import cache_key, cached, default_cache_dir
+from .datasets import (DeviceBatch, DeviceBatchSampler, EpochRandomSampler, LoadedData, TensorImageDataset,
+                       fits_on_device, passthrough_collate)
+from .splits import (SubsetTooLargeError, balanced_subset, class_indices, parse_val_size, select_classes,
+                     split_generator, split_indices, stratified_split, val_count)
+
 __all__ = [
     "DataUnavailableError",
+    "DeviceBatch",
+    "DeviceBatchSampler",
+    "EpochRandomSampler",
     "ImageDataModule",
     "LoadedData",
     "SubsetTooLargeError",
     "TensorImageDataset",
+    "balanced_subset",
     "cache_key",
     "cached",
+    "class_indices",
     "default_cache_dir",
-    "load_cached",
+    "fits_on_device",
     "passthrough_collate",
-    "save_cached",
-    "balanced_subset",
     "stratified_split",
 ]
 
-@dataclass
-class LoadedData:
-    """What a subclass's ``_load`` returns: the full train and test sets as uint8/long tensors."""
-
-    train_x: Tensor  # uint8 (N, C, H, W)
-    train_y: Tensor  # long (N,)
-    test_x: Tensor
-    test_y: Tensor
-    class_names: list[str]
-
-    @classmethod
-    def from_splits(cls, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
-                    class_names: list[str]) -> LoadedData:
-        """From (images, labels) pairs of the train and the test split."""
-        return cls(train_x=train[0], train_y=train[1], test_x=test[0], test_y=test[1], class_names=class_names)
-
-
-# --------------------------------------------------------------------------------------------------
-# Dataset, sampler and collation
-# --------------------------------------------------------------------------------------------------
-
-
-class EpochRandomSampler(RandomSampler):
-    """A RandomSampler whose order is a function of (seed, epoch) alone.
-
-    Lightning calls ``set_epoch`` before each training epoch, so a run resumed from an epoch's
-    checkpoint sees the same order as an uninterrupted one, whatever the global RNG did before.
-    Being a RandomSampler, Lightning still swaps in a DistributedSampler under DDP.
-    """
-
-    def __init__(self, data_source: Dataset, seed: int) -> None:
-        super().__init__(data_source)
-        self.seed = int(seed)
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator = _generator(self.seed, 1_000 + int(epoch))
-
-def class_indices(entries: Sequence[int | str], names: Sequence[str], key: str, where: str = "") -> list[int]:
-    """Class entries (indices or names) as indices into ``names``; ``ValueError`` naming ``key``
-    and the first entry that is neither."""
-    picked = []
-    for entry in entries:
-        if isinstance(entry, str) and entry in names:
-            picked.append(list(names).index(entry))
-        elif isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < len(names):
-            picked.append(int(entry))
-        else:
-            raise ValueError(f"{key}: {entry!r} is neither a class index in [0, {len(names)}) nor a class "
-                             f"name{where} ({', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
-    return picked
-
-
-class TensorImageDataset(Dataset):
-    """A map-style dataset over in-memory uint8 images, yielding float32 images in [0, 1].
-
-    ``__getitems__`` returns a whole collated batch ``(x, y)`` with one indexing op and one
-    uint8 -> float conversion; the DataLoader's fetcher hands that result to
-    :func:`passthrough_collate`, which returns it unchanged. This avoids building and stacking
-    one small tensor per sample.
-    """
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-        self.images = images
-        self.labels = labels.long()
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index].float().div_(255), self.labels[index]
-
-    def __getitems__(self, indices: Sequence[int] | "DeviceBatch") -> tuple[Tensor, Tensor]:
-        if isinstance(indices, DeviceBatch):  # on-device data: a slice of the epoch's uploaded order
-            idx = indices.rows(self.images.device)
-        else:
-            idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
-        return self.images[idx].float().div_(255), self.labels[idx]
-
-
-class DeviceBatch:
-    """Batch ``start:stop`` of one epoch's sample order, which is uploaded to the data's device once
-    per epoch (by the first batch that needs it) instead of a Python index list per batch."""
-
-    def __init__(self, order: list, start: int, stop: int) -> None:
-        self.order, self.start, self.stop = order, start, stop  # order: [host tensor, {device: copy}]
-
-    def rows(self, device: torch.device) -> Tensor:
-        host, copies = self.order
-        key = str(device)
-        if key not in copies:
-            copies.clear()
-            copies[key] = host.to(device)  # the epoch's one upload
-        return copies[key][self.start:self.stop]
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
-class DeviceBatchSampler(BatchSampler):
-    """A BatchSampler for data held on the GPU (``data.on_device``): it draws the epoch's whole
-    order from its sampler (a DistributedSampler under DDP, swapped in by Lightning as for any
-    BatchSampler), and yields :class:`DeviceBatch` slices of it, so no batch uploads indices."""
-
-    def __iter__(self) -> Iterator[DeviceBatch]:  # type: ignore[override]
-        order = [torch.as_tensor(list(self.sampler), dtype=torch.long), {}]
-        n = len(order[0])
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            if self.drop_last and stop - start < self.batch_size:
-                break
-            yield DeviceBatch(order, start, stop)
-
-def passthrough_collate(batch: Any) -> Any:
-    """Collate function for :class:`TensorImageDataset`: ``__getitems__`` already collated.
-
-    Module level (not a lambda) so that it pickles for DataLoader worker processes.
-    """
-    return batch
-
-# --------------------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------------------
-
-def _generator(seed: int, salt: int) -> torch.Generator:
-    # Independent streams for the val split and each subset, so e.g. changing test_subset does not
-    # change which training images are kept.
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) % (2**63))
-
-def stratified_split(labels: Tensor, n_first: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Randomly split ``range(len(labels))`` into ``n_first`` and the rest, stratified by label.
-
-    Each class contributes ``n_first * count_c / N`` samples rounded by largest remainder, so the
-    first part has exactly ``n_first`` samples and class proportions as close as integers allow.
-    Returns both index sets sorted ascending.
-    """
-    n = labels.numel()
-    if not 0 <= n_first <= n:
-        raise ValueError(f"cannot take {n_first} of {n} samples")
-    labels = labels.long()
-    counts = torch.bincount(labels)
-    # Integer arithmetic so the quotas sum to n_first exactly.
-    numer = counts * n_first
-    quota = numer // n
-    short = n_first - int(quota.sum())
-    if short > 0:
-        by_remainder = torch.sort(numer % n, descending=True, stable=True).indices
-        quota[by_remainder[:short]] += 1
-    perm = torch.randperm(n, generator=generator)
-    # Group the random permutation by class, keeping its random order within each class.
-    grouped = perm[torch.sort(labels[perm], stable=True).indices]
-    grouped_labels = labels[grouped]
-    class_start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(n) - class_start[grouped_labels]
-    take = rank < quota[grouped_labels]
-    return grouped[take].sort().values, grouped[~take].sort().values
-
-class SubsetTooLargeError(ValueError):
-    """A class-balanced test subset asked for more images than the test split holds."""
-
-    def __init__(self, asked: int, available: int, name: str) -> None:
-        super().__init__(f"test_subset={asked} is more than the {available} test images of {name}")
-        self.asked, self.available, self.name = asked, available, name
-
-
-def balanced_subset(labels: Tensor, n: int, generator: torch.Generator) -> Tensor:
-    """``n`` indices into ``labels``, as equal a count per class as the classes allow, sorted ascending.
-
-    The rule: every class gets ``n // K`` images; when a class has fewer, it gives all it has and its
-    shortfall is shared equally among the classes that have more (repeatedly, until every share
-    fits); the ``r`` images left over when the shares do not divide evenly go one each to the ``r``
-    lowest-numbered classes that still have images to give. Within a class the images are the first
-    ones of a random permutation of the whole split drawn from ``generator``, so a smaller ``n``
-    with the same generator seed keeps a subset of a larger ``n``'s images.
-    """
-    labels = labels.long()
-    total = labels.numel()
-    if not 0 <= n <= total:
-        raise ValueError(f"cannot take {n} of {total} samples")
-    counts = torch.bincount(labels).tolist()
-    quota = [0] * len(counts)
-    open_classes = [c for c, k in enumerate(counts) if k > 0]
-    left = n
-    while left > 0 and open_classes:
-        share = left // len(open_classes)
-        small = [c for c in open_classes if counts[c] - quota[c] <= share]
-        if small:  # these classes give everything they have; the rest share what is left
-            for c in small:
-                left -= counts[c] - quota[c]
-                quota[c] = counts[c]
-            open_classes = [c for c in open_classes if c not in small]
-            continue
-        for c in open_classes:
-            quota[c] += share
-        for c in open_classes[:left - share * len(open_classes)]:
-            quota[c] += 1
-        left = 0
-    perm = torch.randperm(total, generator=generator)
-    grouped = perm[torch.sort(labels[perm], stable=True).indices]  # by class, in random order within each
-    class_start = torch.cumsum(torch.tensor(counts), 0) - torch.tensor(counts)
-    rank = torch.arange(total) - class_start[labels[grouped]]
-    return grouped[rank < torch.tensor(quota)[labels[grouped]]].sort().values
-
-
-def _subset(x: Tensor, y: Tensor, size: int | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    if size is None or size >= y.numel():
-        return x, y
-    keep, _ = stratified_split(y, size, generator)
-    return x[keep], y[keep]
-
-# --------------------------------------------------------------------------------------------------
-# Cache helpers (used by subclasses that decode image files)
-# --------------------------------------------------------------------------------------------------
-
-# batlit.data.cache is imported on first use, not with the package: ``python -m batlit.data.cache``
-# then runs it once (runpy warns about a module the package has already imported).
-
-_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/batlit`` or ``~/.cache/batlit``: never inside a (possibly read-only) data root."""
-    from . import cache
-
-    return cache.default_cache_dir()
-
-
-def cache_key(payload: Any) -> str:
-    """A short stable hash of a JSON-serialisable description of the inputs."""
-    from . import cache
-
-    return cache.cache_key(payload)
-
-
-def _check_entry(arrays: dict, info: dict) -> None:
-    names = info.get("class_names")
-    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
-        raise ValueError("its class_names are not a list of strings")
-    if set(arrays) != set(_ARRAYS):
-        raise ValueError(f"it holds {sorted(arrays)}, not {list(_ARRAYS)}")
-
-
-def _to_loaded(arrays: dict, info: dict) -> LoadedData:
-    return LoadedData(
-        train_x=torch.from_numpy(arrays["train_x"]),
-        train_y=torch.from_numpy(arrays["train_y"]).long(),
-        test_x=torch.from_numpy(arrays["test_x"]),
-        test_y=torch.from_numpy(arrays["test_y"]).long(),
-        class_names=list(info["class_names"]),
-    )
-
-
-def _from_loaded(data: LoadedData) -> tuple[dict, dict]:
-    return {name: getattr(data, name).numpy() for name in _ARRAYS}, {"class_names": list(data.class_names)}
-
-
-def _key_of(path: Path) -> str:
-    return path.stem.rsplit("-", 1)[-1]  # batlit names entries <dataset>-<label>-<key>.npz
-
-
-def load_cached(path: Path, key: str | None = None) -> LoadedData | None:
-    """Decoded arrays saved by :func:`save_cached` (see :mod:`batlit.data.cache`); ``None`` if
-    absent or invalid (truncated, another key or format: reported once, never used)."""
-    from . import cache
-
-    found = cache.load(Path(path), key or _key_of(Path(path)), _check_entry)
-    return None if found is None else _to_loaded(*found)
-
-
-def save_cached(path: Path, data: LoadedData, key: str | None = None) -> None:
-    """Save decoded arrays as a verified entry, atomically, then evict down to the size cap."""
-    from . import cache
-
-    cache.save(Path(path), key or _key_of(Path(path)), *_from_loaded(data))
-
-
-def cached(path: Path, key: str, build: Callable[[], LoadedData]) -> LoadedData:
-    """The cache entry at ``path`` if valid for ``key``; else ``build()``, under the entry's lock
-    (a concurrent process waits, then reads it), saved. Nothing is written when ``build`` raises."""
-    from . import cache
-
-    arrays, info = cache.get_or_build(Path(path), key, lambda: _from_loaded(build()), _check_entry)
-    return _to_loaded(arrays, info)
-
-
-# --------------------------------------------------------------------------------------------------
-# The base DataModule
-# --------------------------------------------------------------------------------------------------
 
 def _check_int(key: str, value: Any, minimum: int, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
-
-def fits_on_device(nbytes: int, device: torch.device, share: float = 0.25) -> bool:
-    """``data.on_device``'s size check: a split may take at most ``share`` of the GPU's free memory
-    (the rest is for the model, the attack's activations and the other splits)."""
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= share * free
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -424,7 +132,7 @@ class ImageDataModule(L.LightningDataModule):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"data.seed must be an integer, got {seed!r}")
         _check_int("num_classes", num_classes, 1, allow_none=True)
-        self._val_size = self._parse_val_size(val_size)
+        parse_val_size(val_size)  # refused here, before any data is loaded
 
         self.root = str(root)
         self.batch_size = int(batch_size)
@@ -458,23 +166,6 @@ class ImageDataModule(L.LightningDataModule):
         self._is_setup = False
         self._prepared: LoadedData | None = None
 
-    # ---- validation ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _parse_val_size(val_size: Any) -> tuple[str, float]:
-        """Return ("fraction", f) or ("count", n) after validating ``val_size``."""
-        if isinstance(val_size, bool) or not isinstance(val_size, (int, float, np.integer, np.floating)):
-            raise ValueError(f"data.val_size must be a number, got {val_size!r}")
-        if not math.isfinite(val_size) or val_size < 0:
-            raise ValueError(f"data.val_size must be >= 0, got {val_size!r}")
-        if val_size < 1:
-            return ("fraction", float(val_size))
-        if float(val_size) != int(val_size):
-            raise ValueError(
-                f"data.val_size must be a fraction in [0, 1) or a whole number of samples >= 1, got {val_size!r}"
-            )
-        return ("count", int(val_size))
-
     # ---- subclass interface ----------------------------------------------------------------------
 
     def _ensure_files(self) -> None:
@@ -498,11 +189,10 @@ class ImageDataModule(L.LightningDataModule):
             return
         data, self._prepared = (self._prepared or self._load()), None
         self._check_loaded(data)
-        self._test_kept = None
         test_index = torch.arange(data.test_y.numel())
-        data = self._select_classes(data)
-        if self._test_kept is not None:
-            test_index = test_index[self._test_kept]
+        data, test_kept = select_classes(data, self.classes, self.exclude_classes, f" of {self.name}")
+        if test_kept is not None:
+            test_index = test_index[test_kept]
         class_names = list(data.class_names)
         if self._expected_num_classes is not None and self._expected_num_classes != len(class_names):
             raise ValueError(
@@ -515,22 +205,21 @@ class ImageDataModule(L.LightningDataModule):
 
         train_x, train_y = data.train_x, data.train_y.long()
         val_x = val_y = None
-        kind, amount = self._val_size
-        n_val = math.ceil(amount * train_y.numel()) if kind == "fraction" else int(amount)
+        n_val = val_count(self.val_size, train_y.numel())
         if n_val >= train_y.numel():
             raise ValueError(
                 f"data.val_size={self.val_size!r} asks for {n_val} validation samples but the training "
                 f"set has only {train_y.numel()}"
             )
-        if n_val > 0:
-            val_idx, train_idx = stratified_split(train_y, n_val, _generator(self.seed, 1))
+        val_idx, train_idx = split_indices(train_y, self.val_size, self.seed, self.train_subset)
+        if val_idx.numel():
             val_x, val_y = train_x[val_idx], train_y[val_idx]
+        if train_idx.numel() < train_y.numel():  # else all of them: no copy
             train_x, train_y = train_x[train_idx], train_y[train_idx]
-        train_x, train_y = _subset(train_x, train_y, self.train_subset, _generator(self.seed, 2))
         if self.test_subset_seed is None:
             keep = torch.arange(data.test_y.numel())
             if self.test_subset is not None and self.test_subset < data.test_y.numel():
-                keep, _ = stratified_split(data.test_y.long(), self.test_subset, _generator(self.seed, 3))
+                keep, _ = stratified_split(data.test_y.long(), self.test_subset, split_generator(self.seed, 3))
         elif self.test_subset is None:
             keep = torch.arange(data.test_y.numel())
         else:
@@ -550,30 +239,12 @@ class ImageDataModule(L.LightningDataModule):
         self.image_size = (int(h), int(w))
         self._is_setup = True
 
-    def _select_classes(self, data: LoadedData) -> LoadedData:
-        """``data.classes`` / ``data.exclude_classes``: keep a subset of classes (by index or name),
-        labels remapped to 0..K'-1 in the original order, class names kept (the paper's Table 4)."""
-        if self.classes is None and self.exclude_classes is None:
-            return data
-        names = list(data.class_names)
-        key = "data.classes" if self.classes is not None else "data.exclude_classes"
-        picked = class_indices(self.classes if self.classes is not None else self.exclude_classes, names, key,
-                               f" of {self.name}")
-        kept = sorted(set(picked)) if self.classes is not None else [i for i in range(len(names)) if i not in picked]
-        if len(kept) < 2:
-            raise ValueError(f"{key}: {len(kept)} class(es) left; training needs at least 2")
-        remap = torch.full((len(names),), -1, dtype=torch.long)
-        remap[kept] = torch.arange(len(kept))
-
-        def select(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            new = remap[y.long()]
-            mask = new >= 0
-            return x[mask], new[mask]
-
-        self._test_kept = remap[data.test_y.long()] >= 0  # the kept test images' indices as loaded (test_index)
-
-        return LoadedData.from_splits(select(data.train_x, data.train_y), select(data.test_x, data.test_y),
-                                      [names[i] for i in kept])
+    def train_labels(self) -> Tensor:
+        """The labels of the whole training split as loaded, after ``data.classes`` /
+        ``data.exclude_classes`` and before the validation split and the subset: the labels whose
+        indices :func:`~batlit.data.splits.split_indices` draws for any data settings."""
+        data = self._load()
+        return select_classes(data, self.classes, self.exclude_classes, f" of {self.name}")[0].train_y.long()
 
     def _check_loaded(self, data: LoadedData) -> None:
         for split in ("train", "test"):
@@ -633,14 +304,15 @@ class ImageDataModule(L.LightningDataModule):
         sampler = EpochRandomSampler(dataset, self.seed) if shuffle else SequentialSampler(dataset)
         if on_gpu:  # one index upload per epoch, not per batch
             return DataLoader(dataset, batch_sampler=DeviceBatchSampler(sampler, batch_size, drop_last=False),
-                              num_workers=0, collate_fn=passthrough_collate, generator=_generator(self.seed, 3_000))
+                              num_workers=0, collate_fn=passthrough_collate,
+                              generator=split_generator(self.seed, 3_000))
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler if shuffle else None,
             # its own generator: creating an iterator draws a worker base seed, which must not
             # shift the global stream that augmentation and attack starts use
-            generator=_generator(self.seed, 3_000),
+            generator=split_generator(self.seed, 3_000),
             drop_last=False,
             num_workers=0 if on_gpu else self.num_workers,  # worker processes cannot share GPU tensors
             collate_fn=passthrough_collate,

@@ -18,7 +18,8 @@ source files' sizes and mtimes, so a changed file or option simply misses.
   and CRC-32 of every array). A truncated, foreign or mismatched entry is reported once, decoded
   again and overwritten; it is never used. Nothing is unpickled.
 
-Command line: ``python -m batlit.data.cache {list,info,clear} [--dir DIR]``.
+Command line: ``python -m batlit.data {list,info,clear} [--dir DIR]`` (``batlit/data/__main__.py``;
+``python -m batlit.data.cache`` runs the same).
 """
 
 from __future__ import annotations
@@ -416,12 +417,13 @@ def _cap_text() -> str:
     return ("off" if cap == 0 else _size(cap)) + f" ({where})"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m batlit.data") -> int:
+    """The cache's command line (``python -m batlit.data``); the exit status."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", type=Path, default=None,
                         help="the cache folder (default: $XDG_CACHE_HOME/batlit or ~/.cache/batlit; "
                              "give data.cache_dir's value if a config sets one)")
-    parser = argparse.ArgumentParser(prog="python -m batlit.data.cache", description="batlit's decoded-data cache.",
+    parser = argparse.ArgumentParser(prog=prog, description="batlit's decoded-data cache.",
                                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", parents=[common], help="every entry: last use, size, name; then the total")
@@ -446,5 +448,5 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if busy else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the older spelling of python -m batlit.data
+    sys.exit(main(prog="python -m batlit.data.cache"))

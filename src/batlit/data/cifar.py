@@ -10,7 +10,8 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import download_and_extract_archive
 
-from .base import DataUnavailableError, ImageDataModule, LoadedData
+from .base import DataUnavailableError, ImageDataModule
+from .datasets import LoadedData
 
 __all__ = ["CIFAR10DataModule", "CIFAR100DataModule", "try_download"]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import ImageDataModule, LoadedData, stratified_split
+from .base import ImageDataModule
+from .datasets import LoadedData
+from .splits import stratified_split
 
 __all__ = ["DigitsDataModule"]
 

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import DataUnavailableError, ImageDataModule, LoadedData, cache_key, cached, default_cache_dir
+from .base import DataUnavailableError, ImageDataModule
+from .cache_entries import cache_key, cached, default_cache_dir
+from .datasets import LoadedData
 
 __all__ = ["ImageFolderDataModule", "decode_images"]
 
@@ -479,7 +481,7 @@ class ImageFolderDataModule(ImageDataModule):
         in_channels: 3 decodes as RGB, 1 as grayscale.
         cache_dir: where decoded arrays are cached (default ``$XDG_CACHE_HOME/batlit`` or
             ``~/.cache/batlit``; never the data root, which may be read-only). The cache is capped
-            by ``BATLIT_CACHE_MAX_BYTES`` and cleared with ``python -m batlit.data.cache clear``
+            by ``BATLIT_CACHE_MAX_BYTES`` and cleared with ``python -m batlit.data clear``
             (see :mod:`batlit.data.cache`).
         crop_padding: ``None`` (default) means image size // 8, i.e. 4 for 32x32 images.
         **kwargs: the :class:`~batlit.data.base.ImageDataModule` arguments.
@@ -534,10 +536,6 @@ class ImageFolderDataModule(ImageDataModule):
             }
         )
         return self.cache_dir / f"image_folder-{root.name}-{key}.npz", key
-
-    def cache_path(self, root: Path, key_files: list[Path]) -> Path:
-        """The cache file for these inputs (see :meth:`cache_entry`)."""
-        return self.cache_entry(root, key_files)[0]
 
     def _load(self) -> LoadedData:
         root = self._root_path()

@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from .base import DataUnavailableError, ImageDataModule, LoadedData, cache_key, cached, default_cache_dir
+from .base import DataUnavailableError, ImageDataModule
+from .cache_entries import cache_key, cached, default_cache_dir
+from .datasets import LoadedData
 from .cifar import try_download
 from .image_folder import _split_from_dir, decode_images
 

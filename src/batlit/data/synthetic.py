@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ImageDataModule, LoadedData
+from .base import ImageDataModule
+from .datasets import LoadedData
 
 __all__ = ["SyntheticDataModule"]
 

@@ -9,7 +9,7 @@ backward. An attack's passes all run in eval mode on fixed weights (it takes gra
 input only), so the folded weights are computed once per attack call and dropped when it returns;
 training-mode passes, which normalise by the batch's own statistics, never see them. The same holds
 for a whole evaluation (``batlit.evaluate``: the model in eval mode, PGD or AutoAttack). The result
-is the same function up to float rounding (tests/test_fold.py); docs/performance.md measures the gain.
+is the same function up to float rounding (tests/models/test_fold.py); docs/performance.md measures the gain.
 
 A model opts in by giving the modules that own such pairs a ``conv_bn_pairs()`` method and calling
 :func:`conv_bn` in their forward (SmallCNN, ResNet). Pre-activation models (PreAct ResNet,

@@ -15,7 +15,7 @@ boundary trajectory (the same KL) and PGD-AT's attack (CE from a uniform start):
 
 It prints the share of images each attack misclassifies, BAT's share never misclassified within
 the budget and its mean steps to the boundary, and seconds per attack. docs/performance.md,
-"Precision of the attacks"; tests/test_precision.py checks the same quantities.
+"Precision of the attacks"; tests/attacks/test_attack_precision.py checks the same quantities.
 
 ``--ckpt PATH`` measures a trained batlit checkpoint instead of the probe: its model
 (``batlit.checkpoint.load_run``: ``weights_only=True``, the stored config checked), the first

@@ -6,7 +6,7 @@ SGD step) on a small CNN and a batch of random images (128 of 32×32 by default)
 - ``batlit.sync``: the deliberate reads batlit makes (:mod:`batlit.sync`);
 - on a GPU, ``cuda``: the synchronizing CUDA calls torch itself sees
   (``torch.cuda.set_sync_debug_mode("warn")``), whoever makes them. More CUDA syncs than
-  deliberate reads points at a hidden read-back (tests/test_syncs.py traps those on the CPU).
+  deliberate reads points at a hidden read-back (tests/methods/test_host_syncs.py traps those on the CPU).
 """
 
 from __future__ import annotations
