@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from ..attacks import attack_precision, pgd
 from ..attacks._common import check_precision
-from ..vocab import OPTIMIZERS, SCHEDULERS
 from ..metrics import ClassWiseRobustness, ConfusionCounts
+from ..vocab import OPTIMIZERS, SCHEDULERS
 
 SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
 
