@@ -1,4 +1,4 @@
-"""batlit.evaluate / batlit.analyze on weights trained elsewhere (batlit.weights).
+"""batlit.evaluate / batlit.analyze on weights trained elsewhere (batlit.checkpoint.weights).
 
 Each accepted layout is made from a batlit model's own weights, renamed the way another code base
 saves them, and must give the same logits; each refusal is one ConfigError line before anything

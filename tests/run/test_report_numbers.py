@@ -1,4 +1,4 @@
-"""batlit.report's grouping and numbers, and batlit.reporting's JSON and table, on hand-made runs
+"""batlit.report's grouping and numbers, and batlit.report.results' JSON and table, on hand-made runs
 (gaps found by scripts/mutants.py, docs/testing.md; the CLI path is in cli/test_evaluate_report.py)."""
 
 from __future__ import annotations

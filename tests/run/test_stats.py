@@ -1,4 +1,4 @@
-"""batlit.stats (Wilson interval, exact McNemar, paired bootstrap) and the class-balanced evaluation
+"""batlit.report.stats (Wilson interval, exact McNemar, paired bootstrap) and the class-balanced evaluation
 subset (batlit.data.base.balanced_subset), against hand computations and scipy."""
 
 from __future__ import annotations
