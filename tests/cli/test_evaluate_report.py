@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from batlit.report.tables import tables as report_mod
+from batlit import report as report_mod
 from batlit.attacks.pgd import cw_margin, pgd
 from batlit.train import objective
 

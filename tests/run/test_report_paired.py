@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from batlit.report.tables import tables as report_mod
+from batlit import report as report_mod
 from batlit.evaluate import _npz_bytes, per_image_arrays, subset_fingerprint
 from batlit.report.stats import mcnemar_exact, paired_bootstrap
 
