@@ -29,7 +29,7 @@ quickstart: ## the README's first run: PGD-AT on the bundled digits, per-class t
 bench: ## training-step benchmark, default fast path beside fp32 contiguous unfolded (small CNN width 16, ResNet-18; batch 128) into outputs/bench/
 	$(BIN)/python -m batlit.bench model=small_cnn model.width=16 batch_size=128 repeats=5 'methods=[standard,pgd_at,trades,bat]' baseline=true profile=true count_flops=false out=outputs/bench/small_cnn16_b128.json
 	$(BIN)/python -m batlit.bench model=resnet18 batch_size=128 repeats=3 'methods=[pgd_at]' baseline=true profile=true count_flops=false out=outputs/bench/resnet18_b128.json
-	$(BIN)/python -m batlit.precision_check --out outputs/bench/precision_check.json
+	$(BIN)/python -m batlit.tools.precision_check --out outputs/bench/precision_check.json
 
 speedup: ## the fast path's median speed-up over fp32 (unfolded, contiguous), 5 fresh bench processes (small CNN width 16) into outputs/bench/
 	$(BIN)/python scripts/speedup_rounds.py --rounds 5 --out outputs/bench/speedup_rounds_small_cnn16.json model=small_cnn model.width=16 'methods=[standard,pgd_at,trades,bat]'

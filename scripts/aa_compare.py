@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from batlit.checkpoint import datamodule_for, load_run
+    from batlit.checkpoint.store import datamodule_for, load_run
     from batlit.models.fold import set_batchnorm_folding
     from batlit.safe_io import atomic_write_text
 

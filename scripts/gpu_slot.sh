@@ -96,8 +96,8 @@ plan_slot() {
   step install 30 bash scripts/gpu_slot_install.sh
   step environment 10 "$PY" scripts/gpu_slot_pack.py environment "$RES/environment.json"
   step cuda_tests 50 "$PY" -m pytest -q -rs -p no:cacheprovider tests/run/test_cuda.py --junitxml="$RES/cuda_tests.xml"
-  step sync_check 25 "$PY" -m batlit.sync_check --device $DEV $SYNC_SIZE --out "$RES/sync_check.json"
-  step precision_probe 25 "$PY" -m batlit.precision_check --device $DEV $PROBE_SIZE --out "$RES/precision_probe.json"
+  step sync_check 25 "$PY" -m batlit.tools.sync_check --device $DEV $SYNC_SIZE --out "$RES/sync_check.json"
+  step precision_probe 25 "$PY" -m batlit.tools.precision_check --device $DEV $PROBE_SIZE --out "$RES/precision_probe.json"
   step bench_small 40 "$PY" -m batlit.bench $BENCH_MODEL batch_size=${BATCHES[0]} baseline=true count_flops=false \
       'methods=[standard,pgd_at,trades,bat]' out="$RES/bench_b${BATCHES[0]}.json"
   step bench_large 40 "$PY" -m batlit.bench $BENCH_MODEL batch_size=${BATCHES[1]} baseline=true count_flops=false \
@@ -108,7 +108,7 @@ plan_slot() {
       hydra.run.dir="$RUNS/trades6"
   step train_bat 70 "$PY" -m batlit.train experiment=bat_cifar10 $DATA_ARGS epochs=1 $COMMON $TRAIN_SIZE \
       hydra.run.dir="$RUNS/bat"
-  step precision_trained 30 "$PY" -m batlit.precision_check --device $DEV $TRAINED_SIZE \
+  step precision_trained 30 "$PY" -m batlit.tools.precision_check --device $DEV $TRAINED_SIZE \
       --ckpt "$RUNS/bat/checkpoints/last.ckpt" --out "$RES/precision_trained.json"
   step pack 10 "$PY" scripts/gpu_slot_pack.py pack "$WORK" "$OUT"
 }
@@ -117,8 +117,8 @@ plan_bench() {  # scripts/gpu_bench.sh: the checks, every BAT variant in the ste
   step install 30 bash scripts/gpu_slot_install.sh
   step environment 10 "$PY" scripts/gpu_slot_pack.py environment "$RES/environment.json"
   step cuda_tests 50 "$PY" -m pytest -q -rs -p no:cacheprovider tests/run/test_cuda.py --junitxml="$RES/cuda_tests.xml"
-  step sync_check 25 "$PY" -m batlit.sync_check --device $DEV $SYNC_SIZE --out "$RES/sync_check.json"
-  step precision_probe 25 "$PY" -m batlit.precision_check --device $DEV $PROBE_SIZE --out "$RES/precision_probe.json"
+  step sync_check 25 "$PY" -m batlit.tools.sync_check --device $DEV $SYNC_SIZE --out "$RES/sync_check.json"
+  step precision_probe 25 "$PY" -m batlit.tools.precision_check --device $DEV $PROBE_SIZE --out "$RES/precision_probe.json"
   step bench_small 70 "$PY" -m batlit.bench $BENCH_MODEL batch_size=${BATCHES[0]} baseline=true \
       'methods=[standard,pgd_at,trades,bat,bat_frozen,bat_nosync,reference_bat]' out="$RES/bench_b${BATCHES[0]}.json"
   step bench_large 70 "$PY" -m batlit.bench $BENCH_MODEL batch_size=${BATCHES[1]} baseline=true \

@@ -13,7 +13,7 @@ anything else, so any later evaluation needs no retraining:
 
     import torch, yaml
     from omegaconf import OmegaConf
-    from batlit.checkpoint import build_model
+    from batlit.checkpoint.store import build_model
     config = OmegaConf.create(yaml.safe_load(open("config.yaml")))  # the kept config: the model section
     model = build_model(config)
     model.load_state_dict(torch.load("weights.pt", weights_only=True))

@@ -101,7 +101,7 @@ def measure(ckpt: Path, n_samples: int, batch_size: int, eval_seed: int) -> dict
     from omegaconf import OmegaConf
 
     sys.path.insert(0, str(ROOT / "src"))
-    from batlit.checkpoint import datamodule_for, load_run
+    from batlit.checkpoint.store import datamodule_for, load_run
     from batlit.evaluate import build_attack, evaluate
     from batlit.models.fold import set_batchnorm_folding
 

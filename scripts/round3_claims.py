@@ -2,12 +2,12 @@
 
 Every run of round 3 is evaluated by the original AutoAttack on the same class-balanced test images
 (n_samples and eval_seed shared), and its per-image outcomes are kept (eval_autoattack.npz). So a
-method and its baseline are compared image by image and seed by seed (batlit.stats):
+method and its baseline are compared image by image and seed by seed (batlit.report.stats):
 
 - **the differences**, method − baseline in accuracy points, of the average and of the worst-class
   robust accuracy under AutoAttack (each the mean over the seeds both have), with a 95% paired
   bootstrap interval: each draw resamples the images (the same draw for both: paired) and, per
-  method, its seeds (batlit.stats.paired_bootstrap; 2,000 draws, seeded);
+  method, its seeds (batlit.report.stats.paired_bootstrap; 2,000 draws, seeded);
 - **McNemar's exact test** on the pooled images: the image-seed pairs (same seed for both) robust
   under one model only; over all images (the average), and over the images of the baseline's worst
   class (its lowest robust accuracy pooled over seeds);
@@ -38,8 +38,8 @@ from round2_claims import Claim
 from round3_tables import ROWS, study_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from batlit.report import find_runs, read_per_image, rho  # noqa: E402
-from batlit.stats import bootstrap_draws, difference_interval, mcnemar_exact  # noqa: E402
+from batlit.report.tables import find_runs, read_per_image, rho  # noqa: E402
+from batlit.report.stats import bootstrap_draws, difference_interval, mcnemar_exact  # noqa: E402
 
 ALPHA = 0.05
 DRAWS = 2000

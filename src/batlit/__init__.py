@@ -10,7 +10,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 # conf/'s files name batlit's resolvers (${batlit_fast_bf16:...}, ...): registered on import, so that
 # any of them can be composed or instantiated, not only from batlit's own entry points.
 from .config import register_resolvers  # noqa: E402
-from .weights import register_resolver  # noqa: E402  (${batlit_source_dir:...}: evaluate's and analyze's out_dir)
+from .checkpoint.weights import register_resolver  # noqa: E402  (${batlit_source_dir:...}: evaluate's and analyze's out_dir)
 
 register_resolvers()
 register_resolver()

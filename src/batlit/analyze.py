@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, exit_on_user_error, register_resolvers, resolve_device
 from .safe_io import atomic_savefig, atomic_write_text, check_out_dir
-from .weights import register_resolver
+from .checkpoint.weights import register_resolver
 
 register_resolvers()
-register_resolver()  # out_dir's default for weights= (batlit.weights)
+register_resolver()  # out_dir's default for weights= (batlit.checkpoint.weights)
 
 
 def target_distribution(confusion: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,7 @@ def plot(result: dict[str, Any], class_names: list[str], out_dir: Path) -> list[
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .gallery import as_text
+    from .report.gallery import as_text
 
     class_names = [as_text(n) for n in class_names]  # '$\\foo{$' is a name, not mathtext
     K, written = len(class_names), []
@@ -167,7 +167,7 @@ def _check_attack(cfg: DictConfig) -> None:
 
 
 def _check_gallery(cfg: DictConfig) -> None:
-    from .gallery import PREDICTIONS
+    from .report.gallery import PREDICTIONS
 
     g = cfg.gallery
     if g.baseline_ckpt is not None and not Path(str(g.baseline_ckpt)).is_file():
@@ -191,7 +191,7 @@ SPLIT_KEYS = ("_target_", "root", "classes", "exclude_classes", "val_size", "tra
 
 def load_baseline(cfg: DictConfig, run) -> tuple[Any, list[int] | None]:
     """The gallery's baseline run and its class filter, checked before any attack runs."""
-    from .checkpoint import load_run
+    from .checkpoint.store import load_run
     from .data.base import class_indices
 
     g = cfg.gallery
@@ -213,10 +213,10 @@ def load_baseline(cfg: DictConfig, run) -> tuple[Any, list[int] | None]:
 
 def write_gallery(cfg: DictConfig, run, baseline, classes: list[int] | None, model: torch.nn.Module, dm,
                   device: torch.device, out_dir: Path) -> list[Path]:
-    """Figure 5: test images the baseline run gets wrong and this run gets right (gallery.py)."""
+    """Figure 5: test images the baseline run gets wrong and this run gets right (report/gallery.py)."""
     from functools import partial
 
-    from . import gallery
+    from .report import gallery
     from .attacks import pgd
 
     g, tgt = cfg.gallery, cfg.target
@@ -250,9 +250,9 @@ def output_folder(cfg: DictConfig, create: bool = False) -> Path:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from .weights import check_source
+    from .checkpoint.weights import check_source
 
-    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.weights)
+    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.checkpoint.weights)
     audit = cfg.get("weights") is not None
     if not audit and not Path(str(cfg.ckpt)).is_file():  # before the heavy imports
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
@@ -260,7 +260,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _check_gallery(cfg)
     import lightning as L
 
-    from .checkpoint import datamodule_for, load_run
+    from .checkpoint.store import datamodule_for, load_run
 
     if cfg.n_samples is not None and (not isinstance(cfg.n_samples, int) or cfg.n_samples < 1):
         raise ConfigError(f"n_samples must be an integer >= 1 or null, got {cfg.n_samples!r}")
@@ -269,7 +269,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _check_attack(cfg)
     dm = None
     if audit:  # the model from the file; the class names from the data module, needed by the gallery's check
-        from .weights import audited_run
+        from .checkpoint.weights import audited_run
 
         run = audited_run(cfg)
         L.seed_everything(cfg.seed, verbose=False)
@@ -297,7 +297,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                      progress=cfg.get("progress_bar", True))
     out_dir = output_folder(cfg, create=True)
     if audit:
-        from .weights import audit_record
+        from .checkpoint.weights import audit_record
     source = audit_record(cfg, run.config) if audit else {"ckpt": str(Path(cfg.ckpt).resolve())}
     record = {**source, "class_names": run.class_names,
               "n_samples": len(dm.test_dataloader().dataset), **result}
@@ -323,9 +323,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from .weights import require_source_on_command_line
+    from .checkpoint.weights import require_source_on_command_line
 
-    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt")  # or weights= (batlit.weights)
+    require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt")  # or weights= (batlit.checkpoint.weights)
     _hydra_main()
 
 

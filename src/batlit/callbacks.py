@@ -18,8 +18,9 @@ from typing import Any, Sequence
 
 import lightning as L
 
+from . import sync
 from .config import UserError
-from .reporting import METRICS, results_to_json
+from .report.results import METRICS, results_to_json
 
 
 class NonFiniteLossError(UserError):
@@ -137,7 +138,6 @@ class NonFiniteLossGuard(L.Callback):
     def _check(self, trainer: L.Trainer) -> None:
         if self.first_bad is None:
             return
-        from . import sync
 
         step, batch, value = sync.read(self.first_bad)  # the one host sync
         if step < 0:

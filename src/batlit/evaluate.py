@@ -38,10 +38,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ATTACK_LOSSES, ConfigError, exit_on_user_error, register_resolvers, resolve_device
 from .safe_io import atomic_text_writer, atomic_write_bytes, atomic_write_text, check_out_dir, csv_cell
-from .weights import register_resolver
+from .checkpoint.weights import register_resolver
 
 register_resolvers()
-register_resolver()  # out_dir's default for weights= (batlit.weights)
+register_resolver()  # out_dir's default for weights= (batlit.checkpoint.weights)
 
 KINDS = ("pgd", "autoattack", "autoattack_fast", "none")
 EVAL_PRECISIONS = ("fp32", "bf16")  # fp32: the reported numbers; bf16: faster, docs/performance.md
@@ -62,9 +62,9 @@ def attack_name() -> str:
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no model or data, each a one-line :class:`ConfigError`."""
-    from .weights import check_source
+    from .checkpoint.weights import check_source
 
-    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.weights)
+    check_source(cfg)  # ckpt= or weights= (a file trained elsewhere, batlit.checkpoint.weights)
     if cfg.get("weights") is None and not Path(str(cfg.ckpt)).is_file():
         raise ConfigError(f"ckpt: no checkpoint file at '{cfg.ckpt}'")
     resolve_device(cfg.device)  # device=cuda on a machine without one: one line, before the checkpoint loads
@@ -318,7 +318,7 @@ def read_partial(path: Path, out_dir: Path, config: dict[str, Any], n_images: in
     import numpy as np
     import torch
 
-    from .reporting import read_npz
+    from .report.results import read_npz
     from .safe_io import read_regular_bytes
 
     if not path.exists() and not path.is_symlink():
@@ -422,13 +422,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
     from . import __version__
-    from .checkpoint import datamodule_for, load_run
-    from .cost import _span
-    from .reporting import format_table, results_to_json
+    from .checkpoint.store import datamodule_for, load_run
+    from .tools.cost import _span
+    from .report.results import format_table, results_to_json
 
-    audit = cfg.get("weights") is not None  # weights trained elsewhere: batlit.weights builds the run
+    audit = cfg.get("weights") is not None  # weights trained elsewhere: batlit.checkpoint.weights builds the run
     if audit:
-        from .weights import audit_record, audited_run
+        from .checkpoint.weights import audit_record, audited_run
 
         trained = audited_run(cfg)
     else:
@@ -535,7 +535,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from .weights import require_source_on_command_line
+    from .checkpoint.weights import require_source_on_command_line
 
     require_source_on_command_line("ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt attack=pgd20")  # or weights=
     _hydra_main()

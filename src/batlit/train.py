@@ -24,7 +24,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import ConfigError, exit_on_user_error, register_resolvers, validate
-from .reporting import format_table, results_to_json
+from .report.results import format_table, results_to_json
 from .safe_io import atomic_write_text
 
 register_resolvers()
@@ -73,7 +73,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 
     from .callbacks import EpochSeeding, EpochThroughput, NonFiniteLossGuard, WandbReports, finish_wandb
-    from .checkpoint import AtomicCheckpointIO, check_resumable, keep_csv_history, storable_run_config
+    from .checkpoint.hot_start import HotStartSplitCheck, load_hot_start
+    from .checkpoint.record import BatlitRecord
+    from .checkpoint.store import (AtomicCheckpointIO, check_resumable, keep_csv_history, read_batlit_checkpoint,
+                                   storable_run_config)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt_path = resume_path(cfg, run_dir)
@@ -81,8 +84,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         check_resumable(ckpt_path, cfg, resume_key)  # before data and model: a wrong checkpoint costs a second
     if cfg.method.get("init_ckpt"):  # FRL's hot start: a checkpoint from elsewhere is checked first
-        from .checkpoint import read_batlit_checkpoint
-
         read_batlit_checkpoint(str(cfg.method.init_ckpt), "method.init_ckpt")
     check_method_options(cfg)  # before data: a bad method option costs a second, not a dataset load
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -107,6 +108,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         compile_model(model)
     method = build_method(cfg, model, class_names=list(datamodule.class_names),
                           run_config=storable_run_config(OmegaConf.to_container(cfg, resolve=True)))
+    # a fine-tuning method (FRL, FAAL) starts from init_ckpt's reported weights, read here, not by the method
+    hot_start = load_hot_start(method, str(cfg.method.init_ckpt)) if getattr(method, "fine_tunes", False) else None
     if method.needs_val_split and not datamodule.val_dataloader():
         raise ConfigError(f"data.val_size: method {picked_name(cfg)} needs a validation split; set data.val_size > 0")
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
@@ -123,7 +126,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(NonFiniteLossGuard(run_dir / "checkpoints"))
     if wandb_runs_possible(loggers):
         callbacks.append(WandbReports())
+    if hot_start is not None:
+        callbacks.append(HotStartSplitCheck(hot_start))
     callbacks += [_instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
+    callbacks.append(BatlitRecord())  # last: checkpoint["batlit"] is added where the method's hook added it
     trainer = _instantiate(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks,
                            plugins=trainer_plugins(cfg, AtomicCheckpointIO(run_dir / "checkpoints")))
     if cfg.get("estimate_cost", True) and trainer.is_global_zero:
@@ -148,9 +154,9 @@ def compile_model(model: Any, backend: Any = "inductor") -> Any:
 
 
 def announce_cost(cfg: DictConfig, trainer: Any, method: Any, datamodule: Any) -> None:
-    """One line before training: the estimated time per epoch and for the run (batlit/cost.py).
+    """One line before training: the estimated time per epoch and for the run (batlit/tools/cost.py).
     An estimate that cannot be made (a compiled model, an unusual method) is skipped, never fatal."""
-    from .cost import cost_line, estimate
+    from .tools.cost import cost_line, estimate
 
     device = trainer.strategy.root_device
     if device.type == "cuda" and trainer.world_size > 1:
@@ -178,8 +184,8 @@ def build_method(cfg: DictConfig, model: Any, node: DictConfig | None = None, **
 def check_method_options(cfg: DictConfig) -> None:
     """Build the method once around a stand-in model, before any data is read: every option check
     in the method's constructor (unknown keys, values out of range) then runs in a second. FRL's
-    ``init_ckpt`` is left out here (validate() checked that the file exists); it is read when the
-    real method is built."""
+    ``init_ckpt`` is left out here (validate() checked that the file exists); it is read after the
+    real method is built (:func:`batlit.checkpoint.hot_start.load_hot_start`)."""
     from torch import nn
 
     stand_in = nn.Linear(1, 2)

@@ -19,7 +19,7 @@ from batlit.attacks import attack_precision, kl_near_x, pgd
 from batlit.attacks._common import _full_fp32_on_cuda
 from batlit.methods import BAT, PGDAT, TRADES
 from batlit.models import small_cnn
-from batlit.precision_check import ATTACK, OPTIMIZER, method, probe_model
+from batlit.tools.precision_check import ATTACK, OPTIMIZER, method, probe_model
 
 N = 512
 

@@ -119,7 +119,7 @@ def test_analyze_gallery_against_a_baseline(analysed, bat_run):
     assert record["model"] == "BAT" and record["baseline"] == "PGDAT" and record["predictions"] == "clean"
     assert sum(record["n_eligible_per_class"]) == record["n_eligible"] >= len(record["cases"]) > 0
     assert len(record["cases"]) == min(6, record["n_eligible"])
-    from batlit.checkpoint import datamodule_for, load_run
+    from batlit.checkpoint.store import datamodule_for, load_run
 
     dm = datamodule_for(load_run(ckpt).config, test_subset=100, eval_seed=0)  # analyze's images: eval_seed's
     for case in record["cases"]:

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from batlit.bench import reference_trajectory
+from batlit.tools.bench import reference_trajectory
 from conftest import ROOT, run_cli
 
 

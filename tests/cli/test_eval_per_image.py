@@ -48,7 +48,7 @@ def _load(out_dir, stem="eval_pgd20"):
 
 
 def test_two_seeds_see_the_same_images_and_the_file_holds_each_images_outcome(runs):
-    from batlit.checkpoint import datamodule_for, load_run
+    from batlit.checkpoint.store import datamodule_for, load_run
     from batlit.data import DigitsDataModule
 
     outs = [_load(run_dir) for run_dir in runs]

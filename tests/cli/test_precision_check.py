@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from batlit import precision_check
+from batlit.tools import precision_check
 from batlit.methods import BAT, PGDAT, TRADES
 from batlit.models import small_cnn
 
@@ -57,7 +57,7 @@ def test_run_builds_every_method_on_the_device_it_was_given(monkeypatch):
 
 
 def test_a_trained_checkpoint_is_measured_on_its_own_test_images_and_attack(hot_start, tmp_path):
-    from batlit.checkpoint import datamodule_for, load_run
+    from batlit.checkpoint.store import datamodule_for, load_run
 
     ckpt = hot_start / "checkpoints" / "last.ckpt"
     results = precision_check.run("cpu", n_test=64, repeats=1, ckpt=ckpt)

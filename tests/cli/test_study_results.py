@@ -163,7 +163,7 @@ def test_report_csv_names_runs_relative_to_the_working_directory(tmp_path, monke
     """batlit.report's report.csv: a study kept in the repository names no absolute path."""
     import csv
 
-    from batlit.report import report
+    from batlit.report.tables import report
 
     for seed in (0, 1):
         run = tmp_path / "kept" / "pgd_at" / f"seed{seed}"

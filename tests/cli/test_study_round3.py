@@ -268,7 +268,7 @@ def test_round3_dry_run_keeps_weights_and_per_image_files_and_resumes(tmp_path, 
     import yaml
     from omegaconf import OmegaConf
 
-    from batlit.checkpoint import build_model
+    from batlit.checkpoint.store import build_model
 
     results = tmp_path / "results"
     env = {**os.environ, "BATLIT_DRY_RUN": "1", "SEEDS": "0", "PYTHON": sys.executable, "RESULTS": str(results),

@@ -62,7 +62,7 @@ def test_quickstart_prints_the_table_and_the_output_dir(tmp_path, epochs):
     out = proc.stdout
     for word in ("class", "Std", "Bndy", "Rob", "avg", "worst", "Outputs written to", str(tmp_path)):
         assert word in out
-    # the cost of the run, said before training starts (batlit/cost.py)
+    # the cost of the run, said before training starts (batlit/tools/cost.py)
     estimate = next(line for line in out.splitlines() if line.startswith("batlit: estimated "))
     assert f"({epochs or 15} epochs, validation and test included; pgd_at, small_cnn on cpu" in estimate
     assert out.index(estimate) < out.index("Outputs written to")

@@ -63,7 +63,7 @@ def test_training_without_some_classes_through_the_cli(tmp_path):
     assert record["num_classes"] == 6 and record["class_names"] == ["class0", "class1", "class6", "class7",
                                                                       "class8", "class9"]
     assert len(record["rob_per_class"]) == 6
-    from batlit.checkpoint import datamodule_for, load_run
+    from batlit.checkpoint.store import datamodule_for, load_run
 
     run = load_run(tmp_path / "checkpoints" / "last.ckpt")  # evaluate/analyze re-create the same selection
     assert run.class_names == record["class_names"] and datamodule_for(run.config).num_classes == 6

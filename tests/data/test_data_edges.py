@@ -51,7 +51,7 @@ def test_eviction_keeps_a_cache_exactly_at_its_cap(tmp_path):
 
 
 def test_a_fractional_val_size_rounds_up_in_the_datamodule_and_in_the_hot_start_check():
-    from batlit.methods.hot_start import split_indices
+    from batlit.data.splits import split_indices
 
     dm = SyntheticDataModule(image_size=4, n_train=95, n_test=10, val_size=0.1, seed=2)
     dm.setup()

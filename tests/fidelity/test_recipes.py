@@ -22,11 +22,13 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torch import nn
 
+from batlit.checkpoint.hot_start import HotStart, check_init_split
 from batlit.config import ConfigError, register_resolvers
+from batlit.data.splits import split_indices
 from batlit.data.synthetic import SyntheticDataModule
 from batlit.methods import FATTRADES, FRL, TRADES, Standard
 from batlit.methods.base import StepDecay
-from batlit.methods.frl import class_weights, split_indices
+from batlit.methods.frl import class_weights
 from conftest import with_hydra_runtime
 from conftest import compose_config as _compose
 from conftest import linear_model as _linear
@@ -324,37 +326,31 @@ def test_split_indices_are_the_datamodules(val_size, train_subset):
         assert torch.equal(full.train_x[val_idx], dm.val_x)
 
 
-def _frl_for(dm, val_size, seed=0, **kwargs):
-    run = {"data": {"_target_": "batlit.data.SyntheticDataModule", "val_size": val_size, "seed": seed}}
-    return FRL(_linear(), attack=ATTACK, optimizer=OPT, run_config=run, **kwargs)
+def _run_data(val_size, seed=0):
+    return {"_target_": "batlit.data.SyntheticDataModule", "val_size": val_size, "seed": seed}
 
 
-def _hot(method, **data):
-    method._init_data = {"_target_": "batlit.data.SyntheticDataModule", "val_size": 20, "seed": 0, **data}
-    method._init_path = "hot.ckpt"
+def _hot(**data):
+    return HotStart("hot.ckpt", {"_target_": "batlit.data.SyntheticDataModule", "val_size": 20, "seed": 0, **data})
 
 
 def test_a_hot_start_that_trained_on_the_validation_images_is_one_line(capsys):
     dm = SyntheticDataModule(image_size=4, n_train=300, n_test=10, val_size=60, seed=0)
     dm.setup()
-    method = _frl_for(dm, 60)
-    _hot(method, val_size=20)  # the refused case: a smaller held-out split with the same seed
+    run = _run_data(60)
+    # the refused case: a smaller held-out split with the same seed
     with pytest.raises(ConfigError, match="40 of this run's 60 validation images") as err:
-        method.check_init_split(dm)
+        check_init_split(_hot(val_size=20), run, dm, allow_val_overlap=False)
     assert "\n" not in str(err.value) and "method.allow_val_overlap" in str(err.value)
     for hot in ({"val_size": 0}, {"val_size": 60, "seed": 1}):  # all images trained on; another seed
-        _hot(method, **hot)
         with pytest.raises(ConfigError, match="of this run's 60 validation images"):
-            method.check_init_split(dm)
+            check_init_split(_hot(**hot), run, dm, allow_val_overlap=False)
     for hot in ({"val_size": 60}, {"val_size": 120}, {"val_size": 60, "train_subset": 100}):
-        _hot(method, **hot)  # the same split (with or without a training subset), or a larger one
-        method.check_init_split(dm)
-    method = _frl_for(dm, 60, allow_val_overlap=True)
-    _hot(method, val_size=20)
-    method.check_init_split(dm)
+        # the same split (with or without a training subset), or a larger one
+        check_init_split(_hot(**hot), run, dm, allow_val_overlap=False)
+    check_init_split(_hot(val_size=20), run, dm, allow_val_overlap=True)
     assert capsys.readouterr().err.count("batlit: warning: method.init_ckpt: 40 of this run's 60") == 1
-    _hot(method, _target_="batlit.data.CIFAR10DataModule")
-    method.check_init_split(dm)
+    check_init_split(_hot(_target_="batlit.data.CIFAR10DataModule"), run, dm, allow_val_overlap=True)
     assert "not checked" in capsys.readouterr().err
 
 

@@ -249,7 +249,7 @@ def test_wat_run_logs_its_state_per_class_and_report_shows_it(tmp_path):
     rows = list(csv.DictReader((tmp_path / "wat" / "csv" / "metrics.csv").open()))
     logged = [r for r in rows if r.get("classwise/weight/avg")]
     assert len(logged) == 2 and float(logged[-1]["classwise/weight/avg"]) == pytest.approx(state["weight"][-1])
-    from batlit.report import report
+    from batlit.report.tables import report
 
     out = report([tmp_path / "wat"], out=tmp_path / "report", figures=False)
     text = (tmp_path / "report" / "report.md").read_text()
@@ -261,7 +261,7 @@ def test_wat_run_logs_its_state_per_class_and_report_shows_it(tmp_path):
 def test_cfa_reports_its_averaged_model(tmp_path):
     """FAWA with threshold 0 takes every epoch: validation, test, load_run and evaluate measure the
     averaged weights, saved beside the trained ones."""
-    from batlit.checkpoint import load_run
+    from batlit.checkpoint.store import load_run
 
     record = train(tmp_path / "cfa", "method=cfa", "method.begin=1", "method.threshold=0", "data.val_size=40",
                    "epochs=2")

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from batlit.checkpoint.hot_start import load_hot_start
+from batlit.config import ConfigError
 from batlit.methods import FRL
 from batlit.methods.frl import class_margins, class_weights, normalize_lambda
 from conftest import TINY, run_cli, train
@@ -69,7 +71,7 @@ def test_weights_and_margins_enter_the_loss_and_attack():
 
 def test_init_ckpt_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="method.init_ckpt: no checkpoint"):
-        FRL(_model(), attack=ATTACK, optimizer=OPT, init_ckpt=str(tmp_path / "none.ckpt"))
+        load_hot_start(FRL(_model(), attack=ATTACK, optimizer=OPT), str(tmp_path / "none.ckpt"))
 
 
 def test_frl_fine_tunes_a_pgd_at_checkpoint_through_the_cli(tmp_path, hot_start):
@@ -80,11 +82,11 @@ def test_frl_fine_tunes_a_pgd_at_checkpoint_through_the_cli(tmp_path, hot_start)
     rows = list(csv.DictReader((tmp_path / "frl" / "csv" / "metrics.csv").open()))
     logged = {k for row in rows for k, v in row.items() if v}
     assert {"classwise/lambda_nat/class0", "classwise/lambda_bndy/class9", "classwise/lambda_eps/class3"} <= logged
-    # another architecture: refused naming the key (the CLI prints such a ValueError as one line)
+    # another architecture: refused naming the key (the CLI prints such a ConfigError as one line)
     from batlit.models import resnet18
 
-    with pytest.raises(ValueError, match="method.init_ckpt"):
-        FRL(resnet18(num_classes=10, width=8), attack=ATTACK, optimizer=OPT, init_ckpt=str(ckpt))
+    with pytest.raises(ConfigError, match="method.init_ckpt: .* holds another architecture"):
+        load_hot_start(FRL(resnet18(num_classes=10, width=8), attack=ATTACK, optimizer=OPT), str(ckpt))
     # no validation split: one line, before training
     proc = run_cli("batlit.train", *TINY, "method=frl_rw", f"method.init_ckpt={ckpt}",
                    f"hydra.run.dir={tmp_path / 'noval'}")

@@ -114,8 +114,8 @@ def test_on_device_batches_slice_one_uploaded_order(monkeypatch):
 def test_sync_check_counts_each_methods_deliberate_reads():
     """``python -m batlit.sync_check`` (a step of scripts/gpu_bench.sh): on the CPU the deliberate
     reads only; BAT's compaction reads once per attack step until every sample is fixed."""
-    from batlit.sync_check import K as STEPS
-    from batlit.sync_check import run
+    from batlit.tools.sync_check import K as STEPS
+    from batlit.tools.sync_check import run
 
     found = run("cpu", batch=8, size=8)["methods"]
     assert 1 <= found["bat"]["batlit.sync"].get("nonzero_rows", 0) <= STEPS

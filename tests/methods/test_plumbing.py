@@ -181,10 +181,13 @@ def test_a_hot_start_loads_the_reported_averaged_weights(hot_start, tmp_path):
     ckpt["batlit"]["reported_weights"] = "averaged_model"
     path = tmp_path / "averaged.ckpt"
     torch.save(ckpt, path)
-    from batlit.checkpoint import load_run
+    from batlit.checkpoint.store import load_run
 
     reference = load_run(path).model  # evaluate's view of the checkpoint: the averaged weights
+    from batlit.checkpoint.hot_start import load_hot_start
+
     method = FRL(copy.deepcopy(reference), attack=ATTACK, optimizer=OPT, init_ckpt=str(path))
+    load_hot_start(method, str(path))  # what batlit.train does with method.init_ckpt
     for (name, ours), (_, theirs) in zip(method.model.state_dict().items(), reference.state_dict().items()):
         torch.testing.assert_close(ours, theirs, msg=name)
     some = next(k for k, v in state.items() if k.startswith("model.") and v.is_floating_point())

@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from batlit.checkpoint.hot_start import load_hot_start
 from batlit.methods import BAT, FAT, FATTRADES, FRL, PGDAT, TRADES
 from batlit.methods.base import StepDecay
 from batlit.metrics import StepsToBoundary
-from batlit.reporting import format_table, results_to_json
+from batlit.report.results import format_table, results_to_json
 from conftest import compose_config as _compose
 from conftest import linear_model as _linear
 
@@ -152,8 +153,10 @@ def _batlit_checkpoint(tmp_path, extra_state=None, reported="model"):
     torch.manual_seed(1)
     model = MODELS[run["model"]["_target_"]](**{k: v for k, v in run["model"].items() if k != "_target_"})
     method = build_method(cfg, model, class_names=[f"class{i}" for i in range(10)], run_config=run)
-    ckpt = {"state_dict": {**method.state_dict(), **(extra_state or {})}, "hyper_parameters": dict(method.hparams)}
-    method.on_save_checkpoint(ckpt)
+    from batlit.checkpoint.record import batlit_record
+
+    ckpt = {"state_dict": {**method.state_dict(), **(extra_state or {})}, "hyper_parameters": dict(method.hparams),
+            "batlit": batlit_record(method)}
     ckpt["batlit"]["reported_weights"] = reported
     path = tmp_path / "hot.ckpt"
     torch.save(ckpt, path)
@@ -169,12 +172,13 @@ def test_frl_init_ckpt_loads_the_checkpoints_weights(tmp_path):
     torch.manual_seed(0)
     model = MODELS[run["model"]["_target_"]](**{k: v for k, v in run["model"].items() if k != "_target_"})
     frl = FRL(model, attack=ATTACK, optimizer=OPT, init_ckpt=str(path))
+    hot = load_hot_start(frl, str(path))
     stored = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     loaded = frl.model.state_dict()
     assert loaded.keys() == stored.keys()
     for name, value in stored.items():
         assert torch.equal(loaded[name], value), name
-    assert frl._init_data["_target_"] == "batlit.data.SyntheticDataModule"  # what the split check compares
+    assert hot.data["_target_"] == "batlit.data.SyntheticDataModule"  # what the split check compares
 
 
 def test_init_ckpt_loads_the_reported_weights_of_a_cfa_checkpoint(tmp_path):
@@ -189,6 +193,7 @@ def test_init_ckpt_loads_the_reported_weights_of_a_cfa_checkpoint(tmp_path):
     path, ckpt, _ = _batlit_checkpoint(tmp_path, extra_state=averaged, reported="averaged_model")
     model = MODELS[run["model"]["_target_"]](**{k: v for k, v in run["model"].items() if k != "_target_"})
     frl = FRL(model, attack=ATTACK, optimizer=OPT, init_ckpt=str(path))
+    load_hot_start(frl, str(path))
     for name, value in frl.model.state_dict().items():
         assert torch.equal(value, averaged[f"averaged_model.{name}"]), name
 

@@ -161,7 +161,7 @@ def test_fold_key_is_checked():
 
 def test_bench_compares_the_defaults_with_the_plain_algorithm_unfolded():
     """bench baseline=true: the fast setting folds as the model says, the plain one never does."""
-    from batlit.bench import _layout
+    from batlit.tools.bench import _layout
 
     base = small_cnn(width=4)
     x = torch.rand(2, 3, 8, 8)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import batlit.config
-from batlit.bench import resolve_switches
-from batlit.precision_check import modes, probe_model
+import batlit.config.hardware
+from batlit.tools.bench import resolve_switches
+from batlit.tools.precision_check import modes, probe_model
 
 
 @pytest.mark.parametrize("fast,expected", [(True, ("bf16", True)), (False, ("32", False))])
 def test_auto_switches_follow_where_bf16_is_fast(monkeypatch, fast, expected):
-    monkeypatch.setattr(batlit.config, "cpu_has_bf16", lambda: fast)
+    monkeypatch.setattr(batlit.config.hardware, "cpu_has_bf16", lambda: fast)
     assert resolve_switches("auto", "auto", torch.device("cpu")) == expected
     assert resolve_switches("32", False, torch.device("cpu")) == ("32", False)
 
@@ -32,7 +32,7 @@ def test_the_probe_keeps_only_images_the_model_gets_right():
 def test_timed_steps_leave_the_warmup_out():
     from omegaconf import OmegaConf
 
-    from batlit.bench import time_methods
+    from batlit.tools.bench import time_methods
     from batlit.models import small_cnn
 
     cfg = OmegaConf.create({"methods": ["standard", "pgd_at"], "seed": 0, "warmup": 1, "repeats": 2,
@@ -51,7 +51,7 @@ def test_timed_steps_leave_the_warmup_out():
 def test_the_record_s_ratios_are_the_timed_steps_ratios(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from batlit import bench
+    from batlit.tools import bench
     from conftest import ROOT, with_hydra_runtime
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -1,4 +1,4 @@
-"""The run-time estimate printed before training (batlit/cost.py): a timed probe on a copy, and its
+"""The run-time estimate printed before training (batlit/tools/cost.py): a timed probe on a copy, and its
 arithmetic with a fixed clock."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import batlit.cost as cost
-from batlit.cost import LONG_CPU_RUN_HOURS, cost_line, estimate
+import batlit.tools.cost as cost
+from batlit.tools.cost import LONG_CPU_RUN_HOURS, cost_line, estimate
 from batlit.data import SyntheticDataModule
 from batlit.methods import BAT, PGDAT
 from batlit.models import small_cnn
-from batlit.precision_check import ATTACK, OPTIMIZER
+from batlit.tools.precision_check import ATTACK, OPTIMIZER
 
 
 def test_the_probe_times_the_run_and_leaves_it_untouched():

@@ -47,12 +47,12 @@ def test_use_channels_last_off_is_the_identity():
 @pytest.mark.parametrize("cpu_bf16", [False, True])
 def test_fast_paths_default_on_where_bf16_is_fast(monkeypatch, gpu, cpu_bf16):
     """bf16 and channels_last where the run's device computes bf16 fast: a GPU, or a CPU with
-    AMX / AVX512-BF16 (``batlit.config.cpu_has_bf16``); the data stays on the GPU only."""
-    import batlit.config
+    AMX / AVX512-BF16 (``batlit.config.hardware.cpu_has_bf16``); the data stays on the GPU only."""
+    import batlit.config.hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100/H100
-    monkeypatch.setattr(batlit.config, "cpu_has_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(batlit.config.hardware, "cpu_has_bf16", lambda: cpu_bf16)
     cfg = _compose("data=cifar10", "model=resnet18")
     assert cfg.model.channels_last is (gpu or cpu_bf16)
     assert cfg.data.on_device is gpu

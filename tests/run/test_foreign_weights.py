@@ -1,4 +1,4 @@
-"""batlit.evaluate / batlit.analyze on weights trained elsewhere (batlit.weights).
+"""batlit.evaluate / batlit.analyze on weights trained elsewhere (batlit.checkpoint.weights).
 
 Each accepted layout is made from a batlit model's own weights, renamed the way another code base
 saves them, and must give the same logits; each refusal is one ConfigError line before anything
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from batlit.config import ConfigError
-from batlit.weights import audit_config, fit_error, load_weights, match_keys, normalization_of
+from batlit.checkpoint.weights import audit_config, fit_error, load_weights, match_keys, normalization_of
 
 from conftest import ROOT, run_cli
 
@@ -35,7 +35,7 @@ def _small(model: str = "small_cnn", data: str = "digits", normalization="none",
     config = audit_config(model, data, normalization, seed=0)
     for key, value in arch.items():
         config.model[key] = value
-    from batlit.checkpoint import build_model
+    from batlit.checkpoint.store import build_model
 
     torch.manual_seed(0)
     net = build_model(config).eval()
@@ -287,7 +287,7 @@ def test_a_refused_file_writes_nothing_and_a_good_one_is_evaluated_and_analyzed(
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| audit [audit: small_cnn] | 1 |" in text and f"ρ against {trained}" in text
     # the evaluation saw the model the file holds, normalized as asked: the clean errors agree
-    from batlit.checkpoint import datamodule_for
+    from batlit.checkpoint.store import datamodule_for
 
     dm = datamodule_for(config, test_subset=50, eval_seed=0)
     with torch.no_grad():

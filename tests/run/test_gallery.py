@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from batlit.data.base import class_indices
-from batlit.gallery import eligible, nearest_training, pick_cases
+from batlit.report.gallery import eligible, nearest_training, pick_cases
 
 
 def test_cases_are_right_for_the_model_and_wrong_for_the_baseline():

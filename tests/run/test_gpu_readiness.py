@@ -178,7 +178,7 @@ def test_frl_s_remargined_attack_reads_nothing_back_to_the_host(monkeypatch):
     stalls); its class-wise budgets are now checked on the device. Any read-back raises here."""
     from batlit.methods import FRL
     from batlit.models import small_cnn
-    from batlit.precision_check import ATTACK, OPTIMIZER
+    from batlit.tools.precision_check import ATTACK, OPTIMIZER
 
     frl = FRL(small_cnn(num_classes=3, in_channels=1, width=4), attack=ATTACK, optimizer=OPTIMIZER)
     frl.lambda_eps.copy_(torch.tensor([0.5, -0.2, 0.1]))  # unequal class-wise margins
@@ -198,14 +198,14 @@ def test_frl_s_remargined_attack_reads_nothing_back_to_the_host(monkeypatch):
 def test_a_loaded_model_takes_the_reading_machine_s_layout(hot_start, tmp_path, monkeypatch, reader_has_bf16):
     """Checkpoints store the writer's resolved channels_last (true on a GPU); evaluating one on a CPU
     without bf16 built an NHWC model there. The layout now follows the machine that loads it."""
-    import batlit.config
-    from batlit.checkpoint import load_run
+    import batlit.config.hardware
+    from batlit.checkpoint.store import load_run
 
     ckpt = torch.load(hot_start / "checkpoints" / "last.ckpt", weights_only=True)
     ckpt["hyper_parameters"]["run_config"]["model"]["channels_last"] = not reader_has_bf16  # the writer's
     path = tmp_path / "written_elsewhere.ckpt"
     torch.save(ckpt, path)
-    monkeypatch.setattr(batlit.config, "cpu_has_bf16", lambda: reader_has_bf16)
+    monkeypatch.setattr(batlit.config.hardware, "cpu_has_bf16", lambda: reader_has_bf16)
     model = load_run(path).model
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) is reader_has_bf16

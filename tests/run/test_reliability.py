@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from batlit.checkpoint import AtomicCheckpointIO, atomic_torch_save, check_resumable, read_checkpoint
+from batlit.checkpoint.store import AtomicCheckpointIO, atomic_torch_save, check_resumable, read_checkpoint
 from batlit.config import ConfigError
 
 from conftest import ROOT, TINY, run_cli, train

@@ -1,4 +1,4 @@
-"""batlit.report's grouping and numbers, and batlit.reporting's JSON and table, on hand-made runs
+"""batlit.report's grouping and numbers, and batlit.report.results' JSON and table, on hand-made runs
 (gaps found by scripts/mutants.py, docs/testing.md; the CLI path is in cli/test_evaluate_report.py)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from batlit.report import Group, Run, cost_table, group_runs
-from batlit.reporting import format_table, results_to_json
+from batlit.report.tables import Group, Run, cost_table, group_runs
+from batlit.report.results import format_table, results_to_json
 
 
 def _run(path: Path, seed: int, lr: float = 0.1, **metrics) -> Run:
@@ -45,7 +45,7 @@ def test_the_cost_table_gives_the_fastest_and_the_median_epoch(tmp_path):
 def test_the_cost_table_gives_each_runs_wall_time_and_the_studys(tmp_path):
     """Run wall = fit + test of metrics.json wall_seconds, evaluations from their JSONs, mean per
     run in minutes; the study's total sums every run and evaluation."""
-    from batlit.report import study_wall_seconds
+    from batlit.report.tables import study_wall_seconds
 
     for name in ("a", "b"):
         (tmp_path / name / "csv").mkdir(parents=True)
@@ -81,7 +81,7 @@ def test_the_table_prints_percentages():
 
 
 def test_the_noise_line_gives_the_binomial_standard_error_of_the_smallest_class(tmp_path):
-    from batlit.report import noise_note
+    from batlit.report.tables import noise_note
 
     run = _run(tmp_path, 0, count_per_class=[200, 196, 200])
     run.evals = {"autoattack": {"count_per_class": [100, 100, 99]}}

@@ -13,7 +13,7 @@ import torch
 
 from batlit import report as report_mod
 from batlit.evaluate import _npz_bytes, per_image_arrays, subset_fingerprint
-from batlit.stats import mcnemar_exact, paired_bootstrap
+from batlit.report.stats import mcnemar_exact, paired_bootstrap
 
 K, N = 2, 40
 INDEX = np.arange(100, 100 + N)
@@ -61,7 +61,7 @@ def test_mcnemar_and_bootstrap_from_the_per_image_files(tmp_path, capsys):
     seed, counts, p = row["mcnemar"].split(":")
     assert (seed, counts) == ("0/0", f"{only_a}/{only_b}")
     assert float(p) == pytest.approx(mcnemar_exact(only_a, only_b), rel=1e-5)
-    # the bootstrap of the report is batlit.stats' on the same outcomes: BAT's two seeds against PGDAT
+    # the bootstrap of the report is batlit.report.stats' on the same outcomes: BAT's two seeds against PGDAT
     expected = paired_bootstrap(np.stack([a0, a1]), b0[None], LABELS, K, draws=2000)
     for key in ("avg", "worst"):
         assert float(row[f"rob_{key}_acc_diff"]) == pytest.approx(expected[key]["diff"])

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
-from batlit.checkpoint import keep_csv_history
+from batlit.checkpoint.store import keep_csv_history
 from batlit.train import resume_path
 
 

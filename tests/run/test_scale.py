@@ -30,7 +30,7 @@ def test_ddp_two_cpu_processes_match_one_process_and_share_frl_state(tmp_path, h
 
     # the class-wise test metrics summed over the 2 processes equal one process evaluating everything
     from batlit.attacks import pgd
-    from batlit.checkpoint import datamodule_for, load_run
+    from batlit.checkpoint.store import datamodule_for, load_run
     from batlit.metrics import ClassWiseRobustness
 
     record = json.loads((run_dir / "metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""batlit.stats (Wilson interval, exact McNemar, paired bootstrap) and the class-balanced evaluation
+"""batlit.report.stats (Wilson interval, exact McNemar, paired bootstrap) and the class-balanced evaluation
 subset (batlit.data.base.balanced_subset), against hand computations and scipy."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from batlit.data.base import balanced_subset
-from batlit.stats import mcnemar_exact, pair_runs, paired_bootstrap, wilson_interval
+from batlit.report.stats import mcnemar_exact, pair_runs, paired_bootstrap, wilson_interval
 
 
 def test_wilson_interval_by_hand():

@@ -17,7 +17,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir, initialize_config_module
 
-from batlit.checkpoint import AtomicCheckpointIO, load_run, read_batlit_checkpoint
+from batlit.checkpoint.store import AtomicCheckpointIO, load_run, read_batlit_checkpoint
 from batlit.config import ConfigError, register_resolvers
 from batlit.registry import DATAMODULES, MODELS, shipped_targets
 from conftest import ROOT, run_cli, with_hydra_runtime
@@ -113,7 +113,7 @@ def _analyze_baseline(bad: Path, good: Path, out: Path) -> None:
 
 
 def _bench(bad: Path, good: Path, out: Path) -> None:
-    from batlit import bench
+    from batlit.tools import bench
 
     with initialize_config_module(config_module="batlit.conf", version_base="1.3"):
         cfg = compose("bench", overrides=[f"ckpt={bad}", "methods=[standard]", "repeats=1", "batch_size=8",
@@ -246,7 +246,7 @@ def test_a_checkpoint_does_not_choose_where_data_is_downloaded(hot_start, tmp_pa
     download=true."""
     from omegaconf import open_dict
 
-    from batlit.checkpoint import datamodule_for
+    from batlit.checkpoint.store import datamodule_for
 
     run = load_run(hot_start / "checkpoints" / "last.ckpt")
     config = run.config.copy()
@@ -266,7 +266,7 @@ def test_a_checkpoint_does_not_choose_where_data_is_downloaded(hot_start, tmp_pa
 def test_a_run_with_callbacks_of_its_own_stores_them_as_plain_records_and_still_loads(hot_start, tmp_path):
     """A user's extra callbacks (``+callbacks.x._target_=...``) are their own code at training time;
     the checkpoint keeps them as plain records (``target``), so it names no code and still loads."""
-    from batlit.checkpoint import storable_run_config
+    from batlit.checkpoint.store import storable_run_config
 
     config = {"model": {"_target_": "batlit.models.small_cnn"},
               "callbacks": {"dump": {"_target_": "my_pkg.Dump", "_partial_": True, "out": {"_target_": "x.y"}}}}

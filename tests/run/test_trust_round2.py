@@ -22,7 +22,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir, initialize_config_module
 
-from batlit.checkpoint import AtomicCheckpointIO, load_run
+from batlit.checkpoint.store import AtomicCheckpointIO, load_run
 from batlit.config import ConfigError, register_resolvers
 from conftest import ROOT, run_cli, with_hydra_runtime
 
@@ -123,7 +123,7 @@ def test_checkpoint_io_removes_only_regular_files_inside_the_checkpoint_folder(t
 
 
 def test_stored_checkpoint_paths_outside_this_run_are_dropped_before_lightning_sees_them(tmp_path):
-    from batlit.checkpoint import checked_callback_state
+    from batlit.checkpoint.store import checked_callback_state
 
     folder = tmp_path / "checkpoints"
     own = {"best_model_path": str(folder / "last.ckpt"), "last_model_path": "", "kth_best_model_path": "",
@@ -375,7 +375,7 @@ def test_report_prints_no_escape_sequences_from_a_run_folder(run_copy, tmp_path)
 def test_download_goes_to_data_root_or_the_project_data_folder_never_the_stored_root(real, tmp_path, monkeypatch):
     from omegaconf import open_dict
 
-    from batlit.checkpoint import datamodule_for
+    from batlit.checkpoint.store import datamodule_for
     from batlit.config import DataUnavailableError
     from batlit.data import CIFAR10DataModule
 

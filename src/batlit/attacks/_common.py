@@ -15,9 +15,9 @@ from torch import Tensor, nn
 #   bf16        every step under bf16 autocast on the input's device;
 #   inherit     whatever autocast surrounds the call (Lightning's, from trainer.precision) and
 #               torch's TF32 setting.
-# Defined in config, which validate() reads without torch.
-from ..config import PRECISIONS
+# Named in batlit.vocab, a leaf without torch, so that the harness's validate() needs none.
 from ..models.fold import folded_batchnorm
+from ..vocab import PRECISIONS
 
 
 def kl_near_x(loss: str, init: str) -> bool:

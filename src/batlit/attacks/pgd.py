@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ATTACK_LOSSES as LOSSES
+from ..vocab import ATTACK_LOSSES as LOSSES
 from ._common import (AttackPrecision, check_precision, check_threat_model, eval_mode, input_gradient, project,
                       random_start, sample_budgets)
 

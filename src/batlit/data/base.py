@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, SequentialSampler
 
-from ..config import DataUnavailableError  # defined beside ConfigError: both are user errors
+from ..errors import DataUnavailableError  # beside ConfigError (batlit.errors): both are user errors
 
 # The names this module held before the split by concern, kept importable from here for one release.
 from .cache_entries import cache_key, cached, default_cache_dir

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from ..attacks import attack_precision, pgd
 from ..attacks._common import check_precision
-from ..config import OPTIMIZERS, SCHEDULERS
 from ..metrics import ClassWiseRobustness, ConfusionCounts
 from . import registry
+from ..vocab import OPTIMIZERS, SCHEDULERS
 
 SUMMARY_KEYS = ("std_avg", "std_worst", "bndy_avg", "bndy_worst", "rob_avg", "rob_worst")
 
@@ -233,15 +233,3 @@ class AdversarialMethod(L.LightningModule):
         else:
             raise ValueError(f"scheduler.name must be one of {', '.join(SCHEDULERS)}, got {kind!r}")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval}}
-
-    # ---- checkpoints -------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from .. import __version__
-        from ..checkpoint import CHECKPOINT_FORMAT
-
-        run = self.hparams.get("run_config") or {}
-        checkpoint["batlit"] = {"version": __version__, "format": CHECKPOINT_FORMAT, "class_names": self.class_names,
-                                "num_classes": self.num_classes, "method": type(self).__name__,
-                                "reported_weights": self.reported_weights,
-                                "model": (run.get("model") or {}).get("_target_"),
-                                "data": (run.get("data") or {}).get("_target_")}

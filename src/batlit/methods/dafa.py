@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .. import sync
-from ..config import ConfigError
+from ..errors import ConfigError
 from .classwise import ClassWiseMethod, check_nonnegative
 from . import registry
 from .objectives import LossWeights

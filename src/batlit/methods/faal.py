@@ -79,7 +79,8 @@ class FAAL(HotStart, ClassWiseMethod):
     Args:
         r: the KL budget of the weights around uniform (authors' scripts: 0.5).
         base: ``pgd_at`` (the authors' scripts, for every pretrained model) or ``trades``.
-        init_ckpt: the batlit checkpoint to fine-tune (its reported weights).
+        init_ckpt: the batlit checkpoint to fine-tune (its reported weights; loaded by the harness,
+            :mod:`batlit.checkpoint.hot_start`).
     """
 
     source = "batch"
@@ -96,8 +97,6 @@ class FAAL(HotStart, ClassWiseMethod):
         self.register_buffer("weight_sum", torch.zeros(k))
         self.register_buffer("weight_batches", torch.zeros(()))
         self.batch_weights: Tensor | None = None  # p of the batch being trained
-        if init_ckpt:
-            self.load_init(init_ckpt)
 
     def class_weights(self, y: Tensor, logits_adv: Tensor) -> Tensor:
         """p for this batch, from margins summed over every DDP rank's batch (one collective)."""

@@ -25,7 +25,7 @@ from torch import Tensor
 from . import registry
 from .objectives import LossWeights
 from .classwise import ClassWiseMethod, check_nonnegative
-from .hot_start import HotStart, split_indices  # noqa: F401 - split_indices: FRL's split check, tests
+from .hot_start import HotStart
 
 REWEIGHT_TERMS = ("natural", "boundary")
 
@@ -73,9 +73,10 @@ class FRL(HotStart, ClassWiseMethod):
         rate1, rate2: step sizes of the multiplier updates; rate1 halves every ``halve_every`` epochs.
         lim: the multipliers' simplex bound (0.5).
         margin_max: upper clamp of the ε factor.
-        init_ckpt: a batlit checkpoint of the same architecture and class count to fine-tune.
+        init_ckpt: a batlit checkpoint of the same architecture and class count to fine-tune
+            (loaded by the harness, :mod:`batlit.checkpoint.hot_start`).
         allow_val_overlap: fine-tune a checkpoint that trained on some of this run's validation
-            images, with a warning (:meth:`check_init_split`; refused by default).
+            images, with a warning (:func:`batlit.checkpoint.hot_start.check_init_split`; refused by default).
         fused_forward, reuse_clean_logits: the train-mode forwards (:func:`~batlit.methods.objectives.trades_logits`;
             by default the authors' three).
     """
@@ -107,8 +108,6 @@ class FRL(HotStart, ClassWiseMethod):
         # DDP ranks), so identical on every rank and saved in checkpoints
         for name in ("lambda_nat", "lambda_bndy", "lambda_eps"):
             self.add_class_state(name, torch.zeros(k))
-        if init_ckpt:
-            self.load_init(init_ckpt)
 
     # ---- the multipliers ---------------------------------------------------------------------
     def update_multipliers(self, std_per_class: Tensor, bndy_per_class: Tensor, std_total: float | Tensor,

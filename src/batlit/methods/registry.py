@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ..errors import ConfigError
+
 MISSING = "???"  # a mandatory value the config left unset (OmegaConf's marker in a plain container)
 
 # "batlit.methods.<Name>" -> class, in the order the classes were defined
@@ -99,8 +101,6 @@ def check_hparams(target: str, method_cfg: Mapping[str, Any], epochs: Any = None
     (``OmegaConf.to_container(cfg.method, resolve=True, throw_on_missing=False)``);
     ``epochs``: the run's, for a rule about an epoch the run must reach.
     """
-    from ..config import ConfigError  # TODO(lead): batlit.errors
-
     cls = METHODS.get(str(target))
     rules = hparam_rules(cls) if cls is not None else shared_rules()
     for key, rule in rules.items():

@@ -24,7 +24,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from .. import __version__
+from ..config import ConfigError, project_root, validate
+from ..data.base import SubsetTooLargeError
+from ..data.image_folder import check_zip_directory
+from ..registry import DATAMODULES, MODELS, shipped_targets
+from ..safe_io import atomic_text_writer, read_regular_text
 
 log = logging.getLogger("batlit")
 
@@ -51,8 +56,6 @@ def check_archive(path: Path, key: str = "ckpt") -> None:
     holds, are refused in one line. The structural checks are the dataset zips'
     (:func:`batlit.data.image_folder.check_zip_directory`)."""
     import zipfile
-
-    from .data.image_folder import check_zip_directory
 
     size = path.stat().st_size
     try:
@@ -171,8 +174,6 @@ def _check_record(ckpt: dict[str, Any], key: str, path: Path) -> None:
     """A batlit checkpoint of a layout and version this batlit reads."""
     from packaging.version import InvalidVersion, Version
 
-    from . import __version__
-
     record = ckpt.get("batlit")
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(record, dict) or not isinstance(hparams, dict) or not isinstance(hparams.get("run_config"), dict):
@@ -210,9 +211,6 @@ def stored_run_config(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt")
     the writer's file paths are not required to exist here. Anything else is one ConfigError line
     naming the checkpoint and the key.
     """
-    from .config import validate
-    from .registry import shipped_targets
-
     path = Path(path)
     _check_record(ckpt, key, path)
     stored = ckpt["hyper_parameters"]["run_config"]
@@ -267,14 +265,12 @@ def build_model(config: DictConfig, key: str = "ckpt", path: str | Path = "") ->
     ``channels_last`` is this machine's default (where bf16 is fast: a GPU or a bf16 CPU), not the
     value the writing run resolved: a GPU-trained checkpoint evaluated on a plain CPU is NCHW there.
     The layout changes no parameter name and no output beyond float rounding."""
-    from .registry import MODELS
-
     target = str(config.model._target_)
     if target not in MODELS:  # stored_run_config allows only shipped targets; this keeps the two in step
         raise ConfigError(f"{key}: '{path}' names model {target}, which is not one of batlit's models")
     kwargs = _plain_kwargs(config.model)
     if "channels_last" in kwargs:  # the layout is the reading machine's default, not the writer's
-        from .config import fast_bf16
+        from ..config import fast_bf16
 
         kwargs["channels_last"] = fast_bf16()
     try:
@@ -344,7 +340,6 @@ def keep_csv_history(loggers: list[Any], ckpt_path: str | Path) -> None:
 
     from lightning.pytorch.loggers import CSVLogger
 
-    from .safe_io import atomic_text_writer, read_regular_text
     from lightning.pytorch.utilities import rank_zero_only
 
     csv_loggers = [lg for lg in loggers if isinstance(lg, CSVLogger)]
@@ -389,8 +384,6 @@ def datamodule_for(config: DictConfig, root: str | None = None, download: bool =
     stored ``data.root``. Without a download the data is read from ``root`` when given, else from
     the folder the run used (``data.root`` as stored). A stored value the data module refuses, or
     data it cannot read, is one ConfigError line."""
-    from .registry import DATAMODULES
-
     target = str(config.data._target_)
     if target not in DATAMODULES:
         raise ConfigError(f"ckpt: the run's data {target} is not one of batlit's data modules")
@@ -411,7 +404,6 @@ def datamodule_for(config: DictConfig, root: str | None = None, download: bool =
         raise ConfigError(f"ckpt: the run's data settings do not fit {target}: {err}") from err
     except ValueError as err:  # a stored value the data module refuses (e.g. data.crop_padding=-1)
         raise ConfigError(f"ckpt: the run's stored {str(err).splitlines()[0] if str(err) else 'data settings'}") from err
-    from .data.base import SubsetTooLargeError
 
     try:  # the files: an unreadable image, an empty class folder, a corrupt zip -> one line
         datamodule.prepare_data()
@@ -427,8 +419,6 @@ def datamodule_for(config: DictConfig, root: str | None = None, download: bool =
 def default_data_root(module: Any) -> Path:
     """Where a download goes when no ``data_root=`` is given: ``data/<dataset>`` under the project
     (``paths.data_dir``), named by batlit's own data module, not by anything stored."""
-    from .config import project_root
-
     return Path(project_root()) / "data" / str(getattr(module, "dataset_name", "images"))
 
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError
+from ..config import (ConfigError, exit_on_user_error, project_root, register_resolvers, require_on_command_line,
+                      run_dir_of, validate)
 
 if TYPE_CHECKING:  # annotations only: importing batlit.evaluate stays light until a file is read
     import torch
@@ -54,7 +55,7 @@ DEFAULT_EPS = 8 / 255
 
 
 def _conf_dir() -> Path:
-    from .registry import CONF_DIR
+    from ..registry import CONF_DIR
 
     return CONF_DIR
 
@@ -86,8 +87,6 @@ def audit_config(model: Any, data: Any, normalization: Any, seed: int) -> DictCo
     conf/data/<data>.yaml and conf/paths/default.yaml with ``model.mean``/``model.std`` from
     ``normalization`` (:func:`normalization_of`); checked like a stored one (``config.validate``)."""
     import yaml
-
-    from .config import register_resolvers, validate
 
     register_resolvers()
     for key, value in (("model", model), ("data", data)):
@@ -157,7 +156,7 @@ def read_weights(path: str | Path, key: str = "weights") -> Any:
 
     import zipfile
 
-    from .checkpoint import check_archive
+    from .store import check_archive
 
     path = Path(path)
     if not path.is_file():
@@ -247,7 +246,7 @@ def load_weights(path: str | Path, config: DictConfig, key: str = "weights", bui
     agree with it). ``build=False``: every check, on the meta device, and no model."""
     import torch
 
-    from .checkpoint import build_model
+    from .store import build_model
 
     path = Path(path)
     state = find_state_dict(read_weights(path, key), path, key)
@@ -277,15 +276,11 @@ def load_weights(path: str | Path, config: DictConfig, key: str = "weights", bui
 
 def audit_dir(weights: str) -> str:
     """The default output folder of an audit: outputs/audit/<weights file stem> under the project."""
-    from .config import project_root
-
     return str(Path(project_root()) / "outputs" / "audit" / Path(str(weights)).stem)
 
 
 def source_dir(ckpt: Any, weights: Any) -> str:
     """``out_dir``'s default: the checkpoint's run folder, or :func:`audit_dir` for ``weights=``."""
-    from .config import run_dir_of
-
     return audit_dir(weights) if ckpt is None and weights is not None else run_dir_of(str(ckpt))
 
 
@@ -323,7 +318,7 @@ def choice(cfg: DictConfig, group: str) -> Any:
 def audited_run(cfg: DictConfig, build: bool = True):
     """A :class:`batlit.checkpoint.LoadedRun` for ``weights=`` (class names from the data module's
     folder or dataset, read when the test split is set up: :func:`class_names_of`)."""
-    from .checkpoint import LoadedRun
+    from .store import LoadedRun
 
     config = audit_config(choice(cfg, "model"), choice(cfg, "data"), cfg.get("normalization", "none"), int(cfg.seed))
     model = load_weights(cfg.weights, config, build=build)
@@ -342,8 +337,6 @@ def require_source_on_command_line(example: str) -> None:
     the missing value the output folder interpolates as a traceback)."""
     import sys
 
-    from .config import require_on_command_line
-
     if any(a.split("=", 1)[0].lstrip("+~") == "weights" for a in sys.argv[1:]):
         return
     require_on_command_line("ckpt", example)
@@ -360,8 +353,6 @@ class CheckWeightsFirst(_HydraCallback):
     (on the meta device) before Hydra creates the output folder, so a refused file leaves nothing."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from .config import exit_on_user_error
-
         if OmegaConf.select(config, "weights", default=None) is None:
             return
 

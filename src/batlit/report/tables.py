@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import ConfigError
-from .reporting import METRICS
-from .safe_io import (atomic_savefig, atomic_text_writer, atomic_write_text, check_out_dir, csv_cell, printable,
-                      read_plain_yaml, read_regular_text)
+from ..config import ConfigError
+from ..safe_io import (UnsafeFileError, atomic_savefig, atomic_text_writer, atomic_write_text, check_out_dir,
+                       csv_cell, printable, read_plain_yaml, read_regular_bytes, read_regular_text)
+from .results import METRICS, read_npz, worst_interval
 
 # Config keys that say where or how a run was executed, not what was trained.
 IGNORED_PREFIXES = ("paths.", "logger.", "hydra.", "objective.")
@@ -450,8 +450,6 @@ def _sources(runs: Sequence[Run]) -> list[tuple[str, str | None]]:
 def worst_class_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]], list[dict[str, Any]]]:
     """One row per run: for the test split and each evaluation, its worst class by robust error, the
     class's images and its 95% Wilson interval over them (markdown cells and CSV records)."""
-    from .reporting import worst_interval
-
     sources = _sources([r for g in groups for r in g.runs])
     header = ["Method", "Run", *(f"{title} worst Rob" for title, _ in sources)]
     rows, records = [], []
@@ -489,9 +487,6 @@ def read_per_image(run: Run, attack: str) -> PerImage | None:
     """The per-image file an eval JSON names, read as a bounded regular file inside the run folder;
     None when the JSON names none or the file is not there (results kept without their .npz)."""
     import numpy as np
-
-    from .reporting import read_npz
-    from .safe_io import UnsafeFileError, read_regular_bytes
 
     record = run.evals.get(attack) or {}
     name = record.get("per_image")
@@ -533,9 +528,9 @@ def paired_comparisons(groups: Sequence[Group], baseline: Group | None = None, d
     """Two groups of runs compared on the same images, per evaluation that both have per-image files
     for: each group against the baseline (``--baseline``), else every pair of groups.
 
-    - McNemar's exact test (:func:`batlit.stats.mcnemar_exact`) on each pair of runs, paired by seed
-      where both groups have it (:func:`batlit.stats.pair_runs`): images robust under one run only.
-    - A paired bootstrap (:func:`batlit.stats.paired_bootstrap`) over the images and, where a group
+    - McNemar's exact test (:func:`batlit.report.stats.mcnemar_exact`) on each pair of runs, paired by seed
+      where both groups have it (:func:`batlit.report.stats.pair_runs`): images robust under one run only.
+    - A paired bootstrap (:func:`batlit.report.stats.paired_bootstrap`) over the images and, where a group
       has several runs, over its runs: the difference A − B in average and worst-class robust accuracy
       with its 95% interval.
 
@@ -701,8 +696,6 @@ def plot_source_target(found: Sequence[tuple[str, dict[str, Any]]], path: Path) 
 def _wilson_columns(groups: Sequence[Group], records: list[dict[str, Any]]) -> None:
     """report.csv: per group and evaluation, the images of the worst class (the fewest over its runs)
     and, for a group of one run, that class's 95% Wilson interval (worst_class.csv has every run's)."""
-    from .reporting import worst_interval
-
     sources = _sources([r for g in groups for r in g.runs])
     for g, record in zip(groups, records):
         for _, attack in sources:
@@ -836,6 +829,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {path}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -127,7 +127,7 @@ def plot(record: dict[str, Any], test_x: Tensor, train_x: Tensor, class_names: l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .safe_io import atomic_savefig
+    from ..safe_io import atomic_savefig
 
     class_names = [as_text(n) for n in class_names]
     names = tuple(as_text(n) for n in names)
