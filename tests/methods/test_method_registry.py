@@ -86,6 +86,18 @@ def test_shipped_method_configs_pass_their_rules(name):
     ("batlit.methods.DAFA", {"warmup_epoch": 70}, 5,
      "method.warmup_epoch=70 is beyond the run's epochs=5: the class weights would never be computed "
      "(set method.warmup_epoch <= epochs)"),
+    ("batlit.methods.CFA", {"begin": 0}, 5, "method.begin must be an integer >= 1, got 0"),
+    ("batlit.methods.CFA", {"decay": 1.5}, 5, "method.decay must be in [0, 1], got 1.5"),
+    ("batlit.methods.FRL", {"lim": -0.5}, 5, "method.lim must be >= 0, got -0.5"),
+    ("batlit.methods.DAFA", {"warmup_epoch": 0}, 5, "method.warmup_epoch must be an integer >= 1, got 0"),
+    ("batlit.methods.DAFA", {"warmup_epoch": 2.5}, 5, "method.warmup_epoch must be an integer >= 1, got 2.5"),
+    ("batlit.methods.WAT", {"init_std": -0.001}, 5, "method.init_std must be >= 0, got -0.001"),
+    ("batlit.methods.GAIRAT", {"lam_schedule": "cosine"}, 5,
+     "method.lam_schedule must be one of fixed, piecewise, linear, got 'cosine'"),
+    ("batlit.methods.GAIRAT", {"begin_epoch": 0}, 5, "method.begin_epoch must be an integer >= 1, got 0"),
+    ("batlit.methods.BAT", {"uniform_kl": "sideways"}, 5,
+     "method.uniform_kl must be one of model_to_uniform, uniform_to_model, got 'sideways'"),
+    ("batlit.methods.BAT", {"target": ["last_clean", "x"]}, 5, "method.target must be among last_clean, first_adv"),
     ("my.own.Method", {"beta": -1}, 5, "method.beta must be >= 0, got -1"),  # a class outside batlit: shared rules
 ])
 def test_a_value_its_method_refuses_is_one_line_naming_the_key(target, cfg, epochs, message):
@@ -106,6 +118,25 @@ def test_a_value_its_method_refuses_is_one_line_naming_the_key(target, cfg, epoc
 ])
 def test_values_the_rules_allow(target, cfg, epochs):
     check_hparams(target, cfg, epochs)
+
+
+@pytest.mark.parametrize("target,kwargs,message", [
+    ("batlit.methods.CFA", {"decay": 1.5}, "method.decay must be in [0, 1], got 1.5"),
+    ("batlit.methods.CFA", {"begin": 0}, "method.begin must be an integer >= 1, got 0"),
+    ("batlit.methods.DAFA", {"warmup_epoch": 0}, "method.warmup_epoch must be an integer >= 1, got 0"),
+    ("batlit.methods.FRL", {"lim": -1.0}, "method.lim must be >= 0, got -1.0"),
+    ("batlit.methods.FAAL", {"r": -1.0}, "method.r must be >= 0, got -1.0"),
+    ("batlit.methods.WAT", {"beta": -1.0}, "method.beta must be >= 0, got -1.0"),
+    ("batlit.methods.GAIRAT", {"weight_function": "relu"},
+     "method.weight_function must be one of tanh, sigmoid, discrete, got 'relu'"),
+])
+def test_the_constructor_checks_its_arguments_by_the_same_declared_rules(target, kwargs, message):
+    # AdversarialMethod.__init__ runs check_hparams on the whole subclass chain's arguments: a
+    # method built in Python, without the config validation, is refused by the same one line
+    model = small_cnn(num_classes=10, in_channels=3, width=4)
+    with pytest.raises(ConfigError) as caught:
+        METHODS[target](model, attack=ATTACK, optimizer=OPT, **kwargs)
+    assert str(caught.value) == message
 
 
 def test_a_subclass_inherits_its_bases_rules_and_adds_its_own():

@@ -95,7 +95,9 @@ class AdversarialMethod(L.LightningModule):
         run_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # the whole subclass chain's arguments, checked by its declared hparam_rules (one line naming the key)
         self.save_hyperparameters(ignore=["model"])
+        registry.check_hparams(type(self), self.hparams)
         self.model = model
         self.num_classes = int(model.num_classes)
         self.class_names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]

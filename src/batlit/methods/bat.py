@@ -47,7 +47,11 @@ class BAT(AdversarialMethod):
         compact, early_exit: how :func:`~batlit.attacks.boundary_pgd` runs (same examples either way).
     """
 
-    hparam_rules = {"alpha": registry.NONNEGATIVE, "beta": registry.NONNEGATIVE, "tau": registry.COUNT}
+    hparam_rules = {"alpha": registry.NONNEGATIVE, "beta": registry.NONNEGATIVE, "tau": registry.COUNT,
+                    "uniform_kl": registry.one_of(UNIFORM_KL), "attack_loss": registry.one_of(ATTACK_LOSSES),
+                    "source": registry.one_of(SOURCES),
+                    "target": registry.Rule(f"among {', '.join(TARGETS)} (one, or a list)",
+                                            lambda v: set([v] if isinstance(v, str) else v) <= set(TARGETS))}
     sync_checks = {"bat": {}, "bat_nosync": {"compact": False, "early_exit": False}}
 
     def __init__(
@@ -67,16 +71,7 @@ class BAT(AdversarialMethod):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if uniform_kl not in UNIFORM_KL:
-            raise ValueError(f"method.uniform_kl must be one of {', '.join(UNIFORM_KL)}, got {uniform_kl!r}")
-        if attack_loss not in ATTACK_LOSSES:
-            raise ValueError(f"method.attack_loss must be one of {', '.join(ATTACK_LOSSES)}, got {attack_loss!r}")
-        if source not in SOURCES:
-            raise ValueError(f"method.source must be one of {', '.join(SOURCES)}, got {source!r}")
         target = [target] if isinstance(target, str) else list(target)  # method.target=last_clean
-        bad = [t for t in target if t not in TARGETS]
-        if bad:
-            raise ValueError(f"method.target entries must be among {', '.join(TARGETS)}, got {bad}")
         self.alpha, self.beta, self.tau, self.init_std = float(alpha), float(beta), int(tau), float(init_std)
         self.attack_loss = attack_loss
         self.uniform_kl, self.fused_forward = UNIFORM_KL[uniform_kl], bool(fused_forward)

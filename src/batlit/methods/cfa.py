@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .. import sync
 from . import registry
-from .classwise import ClassWiseMethod, check_nonnegative
+from .classwise import ClassWiseMethod
 from .objectives import LossWeights, PGDATObjective, TRADESObjective
 
 # FAWA's worst-class threshold by base: 0.2 in the authors' README (AT), 0.24 their train.py default (TRADES)
@@ -71,33 +71,25 @@ class CFA(ClassWiseMethod):
     """
 
     source = "train_epoch"
-    hparam_rules = {"lambda1": registry.NONNEGATIVE, "lambda2": registry.NONNEGATIVE,
-                    "threshold": registry.UNIT_OR_NULL}
+    hparam_rules = {"lambda1": registry.NONNEGATIVE, "lambda2": registry.NONNEGATIVE, "begin": registry.EPOCH,
+                    "threshold": registry.UNIT_OR_NULL, "decay": registry.UNIT}
     sync_checks = {"cfa": {"fawa": False, "begin": 1}}
 
     def __init__(self, *args, ccm: bool = True, ccr: bool = False, lambda1: float = 0.5, lambda2: float = 0.5,
                  begin: int = 10, fawa: bool = True, threshold: float | None = None, decay: float = 0.88,
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        check_nonnegative(lambda1=lambda1, lambda2=lambda2)
         if ccr and not self.base.has_kl:
             raise ValueError(f"method.ccr: CFA's class-wise regularisation weights TRADES' KL term; "
                              f"base={self.base.name} has none")
-        if isinstance(begin, bool) or int(begin) != begin or begin < 1:
-            raise ValueError(f"method.begin must be an integer >= 1 (the epochs before CCM/CCR act), got {begin}")
         threshold = DEFAULT_THRESHOLD[type(self.base)] if threshold is None else threshold
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"method.threshold must lie in [0, 1] (a worst-class robust accuracy), got {threshold}")
-        if not 0 <= decay <= 1:
-            raise ValueError(f"method.decay must lie in [0, 1], got {decay}")
         self.ccm, self.ccr, self.fawa = bool(ccm), bool(ccr), bool(fawa)
         self.lambda1, self.lambda2, self.begin = float(lambda1), float(lambda2), int(begin)
         self.threshold, self.decay = float(threshold), float(decay)
         self.needs_val_split = self.fawa
-        k = self.num_classes
-        self.add_class_state("train_accuracy", torch.zeros(k))   # t_k of the last epoch
-        self.add_class_state("eps_scale", torch.ones(k))         # ε_k / ε
-        self.add_class_state("class_beta", torch.full((k,), self.beta), log=self.base.has_kl)  # β_k
+        self.add_class_state("train_accuracy", 0.0)   # t_k of the last epoch
+        self.add_class_state("eps_scale", 1.0)        # ε_k / ε
+        self.add_class_state("class_beta", self.beta, log=self.base.has_kl)  # β_k
         # the TRADES loss (1 − b)·CE + b·KL holds β in b = β_y/(1 + β_y): its terms add unscaled
         self.base = dataclasses.replace(self.base, beta=1.0) if self.base.has_kl else self.base
         if self.fawa:
@@ -108,16 +100,13 @@ class CFA(ClassWiseMethod):
         self._fawa_active = False             # fawa_started on the host: no read per evaluation batch
 
     # ---- CCM and CCR -------------------------------------------------------------------------
-    def calibrated(self) -> bool:
-        """The class-wise rules act in this epoch (the 1-based epoch is past ``begin``)."""
-        return self.epoch > self.begin
-
     def observe(self, y: Tensor, logits_adv: Tensor) -> None:
         self.record_training_examples(y, logits_adv)  # t_k for the next epoch's rules
 
     def eps_scale_for(self, y: Tensor) -> Tensor | None:
-        """CCM: ε_y / ε = λ1 + t_y once calibrated (the step is not scaled)."""
-        return self.eps_scale[y] if self.ccm and self.calibrated() else None
+        """CCM: ε_y / ε = λ1 + t_y once calibrated, i.e. the 1-based epoch is past ``begin`` (the
+        step is not scaled)."""
+        return self.eps_scale[y] if self.ccm and self.epoch > self.begin else None
 
     def loss_weights_for(self, y: Tensor) -> LossWeights | None:
         """TRADES: (1 − b)·CE + b·KL per sample, b = β_y/(1 + β_y) (``cw_trades_loss``; β_y = β

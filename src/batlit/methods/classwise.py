@@ -11,7 +11,8 @@ applies them:
       train-mode forward (CFA's class-wise robust accuracy): :meth:`observe` calls
       :meth:`record_training_examples`;
     - ``confusion``: one epoch's mean predicted probabilities per true class (DAFA);
-    - ``batch``: the current batch (FAAL's margins), all-reduced under DDP, in :meth:`observe`;
+    - ``batch``: the current batch (FAAL's margins), all-reduced under DDP
+      (:meth:`batch_class_sums`), in :meth:`observe`;
 
 (b) **its update**: :meth:`before_epoch` / :meth:`after_epoch` with the 1-based epoch, or
     :meth:`observe` for ``batch``;
@@ -56,13 +57,6 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return tensor
 
 
-def check_nonnegative(**values: float) -> None:
-    """One line naming the first ``method.<key>`` that is negative (or NaN)."""
-    for key, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"method.{key} must be >= 0, got {value}")
-
-
 def validation_seed(epoch: int, batch_index: int) -> int:
     """The random start of validation batch ``batch_index`` in epoch ``epoch``: a function of the
     batch, so the statistic does not depend on how many ranks share the split."""
@@ -85,7 +79,7 @@ class ClassWiseMethod(AdversarialMethod, abstract=True):
 
     source: str = "batch"                 # one of SOURCES: where the per-class statistic comes from
     bases: tuple[str, ...] = tuple(BASES)  # the bases this method has
-    hparam_rules = {"beta": registry.NONNEGATIVE}
+    hparam_rules = {"beta": registry.NONNEGATIVE, "init_std": registry.NONNEGATIVE}
 
     def __init__(self, *args, base: str = "trades", beta: float = 6.0, init_std: float = 0.001,
                  fused_forward: bool = False, reuse_clean_logits: bool = False, **kwargs) -> None:
@@ -93,10 +87,10 @@ class ClassWiseMethod(AdversarialMethod, abstract=True):
         if base not in self.bases:
             raise ValueError(f"method.base must be one of {', '.join(self.bases)} for {type(self).__name__}, "
                              f"got {base!r}")
-        check_nonnegative(beta=beta, init_std=init_std)
         if self.source not in SOURCES:
             raise TypeError(f"{type(self).__name__}.source must be one of {SOURCES}")
         self.beta, self.init_std = float(beta), float(init_std)
+        self.needs_val_split = self.source == "validation"  # checked by batlit.train before training starts
         self.base: Objective = BASES[base].from_options(beta=beta, init_std=init_std, fused_forward=fused_forward,
                                                         reuse_clean_logits=reuse_clean_logits,
                                                         adv_first=self.adv_first)
@@ -110,8 +104,10 @@ class ClassWiseMethod(AdversarialMethod, abstract=True):
                 self.register_buffer("epoch_probs", torch.zeros(k, k))
 
     # ---- the per-class state -----------------------------------------------------------------
-    def add_class_state(self, name: str, value: Tensor, log: bool = True) -> None:
-        """A per-class buffer (checkpointed, the same on every rank); ``log``: per class each epoch."""
+    def add_class_state(self, name: str, value: float | Tensor, log: bool = True) -> None:
+        """A per-class buffer (checkpointed, the same on every rank): ``value`` for every class, or
+        the tensor given; ``log``: per class each epoch."""
+        value = value if isinstance(value, Tensor) else torch.full((self.num_classes,), float(value))
         self.register_buffer(name, value.clone().float())
         if log:
             self.class_state_names.append(name)
@@ -208,6 +204,16 @@ class ClassWiseMethod(AdversarialMethod, abstract=True):
         for n in names:
             getattr(self, n).zero_()
         return stats
+
+    # ---- sources: the current batch ----------------------------------------------------------
+    def batch_class_sums(self, y: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-class sums of a batch's per-sample ``values`` and the per-class counts, summed over
+        every DDP rank's batch (one collective, no host read)."""
+        sums = torch.zeros(2, self.num_classes, device=y.device)
+        sums[0].index_add_(0, y, values)
+        sums[1].index_add_(0, y, torch.ones_like(values))
+        total, counts = all_reduce_sum(sums)
+        return total, counts
 
     # ---- sources: the validation split -------------------------------------------------------
     def validation_sums(self, per_sample: Callable[[Tensor, Tensor, torch.Generator], dict[str, Tensor]],

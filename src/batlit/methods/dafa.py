@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import sync
 from ..errors import ConfigError
-from .classwise import ClassWiseMethod, check_nonnegative
+from .classwise import ClassWiseMethod
 from . import registry
 from .objectives import LossWeights
 
@@ -60,25 +60,17 @@ class DAFA(ClassWiseMethod):
 
     def __init__(self, *args, lam: float = 1.0, warmup_epoch: int = 70, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        check_nonnegative(lam=lam)
-        if isinstance(warmup_epoch, bool) or int(warmup_epoch) != warmup_epoch or warmup_epoch < 1:
-            raise ValueError(f"method.warmup_epoch must be an integer >= 1, got {warmup_epoch}")
         self.lam, self.warmup_epoch = float(lam), int(warmup_epoch)
-        k = self.num_classes
-        self.add_class_state("weight", torch.ones(k))  # W: 1 until the warm-up ends
-        self.add_class_state("confusion_diag", torch.zeros(k))  # P[k, k] of the warm-up epoch
-
-    def weighted(self) -> bool:
-        """W acts from the epoch after the warm-up."""
-        return self.epoch > self.warmup_epoch
+        self.add_class_state("weight", 1.0)           # W: 1 until the warm-up ends
+        self.add_class_state("confusion_diag", 0.0)   # P[k, k] of the warm-up epoch
 
     def observe(self, y: Tensor, logits_adv: Tensor) -> None:
         if self.epoch == self.warmup_epoch:  # P comes from the warm-up's last epoch
             self.record_training_examples(y, logits_adv)
 
     def eps_scale_for(self, y: Tensor) -> Tensor | None:
-        """ε_y / ε = α_y / α = W_y after the warm-up."""
-        return self.weight[y] if self.weighted() else None
+        """ε_y / ε = α_y / α = W_y from the epoch after the warm-up."""
+        return self.weight[y] if self.epoch > self.warmup_epoch else None
 
     # the step scales as ε does
     step_scale_for = eps_scale_for

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import registry
 from .objectives import LossWeights
-from .classwise import ClassWiseMethod, all_reduce_sum, check_nonnegative
+from .classwise import ClassWiseMethod
 from .hot_start import HotStart
 
 BISECTION_STEPS = 64  # on log(μ − max c) over 80 e-folds: far below float64 resolution of p
@@ -79,33 +79,24 @@ class FAAL(HotStart, ClassWiseMethod):
     Args:
         r: the KL budget of the weights around uniform (authors' scripts: 0.5).
         base: ``pgd_at`` (the authors' scripts, for every pretrained model) or ``trades``.
-        init_ckpt: the batlit checkpoint to fine-tune (its reported weights; loaded by the harness,
-            :mod:`batlit.checkpoint.hot_start`).
     """
 
     source = "batch"
     adv_first = True  # base=trades: the authors' two forwards, f(x') then f(x)
-    hparam_rules = {"r": registry.NONNEGATIVE, "init_ckpt": registry.INIT_CKPT}
+    hparam_rules = {"r": registry.NONNEGATIVE}
     sync_checks = {"faal": {}}
 
-    def __init__(self, *args, r: float = 0.5, base: str = "pgd_at", init_ckpt: str | None = None, **kwargs) -> None:
+    def __init__(self, *args, r: float = 0.5, base: str = "pgd_at", **kwargs) -> None:
         super().__init__(*args, base=base, **kwargs)
-        check_nonnegative(r=r)
         self.r = float(r)
-        k = self.num_classes
-        self.add_class_state("weight", torch.ones(k))            # the epoch's mean of K·p
-        self.register_buffer("weight_sum", torch.zeros(k))
+        self.add_class_state("weight", 1.0)                      # the epoch's mean of K·p
+        self.register_buffer("weight_sum", torch.zeros(self.num_classes))
         self.register_buffer("weight_batches", torch.zeros(()))
         self.batch_weights: Tensor | None = None  # p of the batch being trained
 
     def class_weights(self, y: Tensor, logits_adv: Tensor) -> Tensor:
-        """p for this batch, from margins summed over every DDP rank's batch (one collective)."""
-        k = self.num_classes
-        margins = probability_margins(logits_adv.detach(), y)
-        sums = torch.zeros(2, k, device=y.device)
-        sums[0].index_add_(0, y, margins)
-        sums[1].index_add_(0, y, torch.ones_like(margins))
-        total, counts = all_reduce_sum(sums)
+        """p for this batch, from the per-class margins of every DDP rank's batch."""
+        total, counts = self.batch_class_sums(y, probability_margins(logits_adv.detach(), y))
         return faal_weights(counts, total / counts.clamp(min=1), self.r)
 
     def observe(self, y: Tensor, logits_adv: Tensor) -> None:

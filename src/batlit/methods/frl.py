@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import registry
 from .objectives import LossWeights
-from .classwise import ClassWiseMethod, check_nonnegative
+from .classwise import ClassWiseMethod
 from .hot_start import HotStart
 
 REWEIGHT_TERMS = ("natural", "boundary")
@@ -73,41 +73,30 @@ class FRL(HotStart, ClassWiseMethod):
         rate1, rate2: step sizes of the multiplier updates; rate1 halves every ``halve_every`` epochs.
         lim: the multipliers' simplex bound (0.5).
         margin_max: upper clamp of the ε factor.
-        init_ckpt: a batlit checkpoint of the same architecture and class count to fine-tune
-            (loaded by the harness, :mod:`batlit.checkpoint.hot_start`).
-        allow_val_overlap: fine-tune a checkpoint that trained on some of this run's validation
-            images, with a warning (:func:`batlit.checkpoint.hot_start.check_init_split`; refused by default).
         fused_forward, reuse_clean_logits: the train-mode forwards (:func:`~batlit.methods.objectives.trades_logits`;
             by default the authors' three).
     """
 
-    needs_val_split = True  # checked by batlit.train before training starts
     source = "validation"    # the class-wise mechanism (classwise.py): errors on the validation split
     bases = ("trades",)
     step_follows_eps = True  # the authors' remargin step: max_c ε_c / 4
     hparam_rules = {"bound": registry.NONNEGATIVE, "rate1": registry.NONNEGATIVE, "rate2": registry.NONNEGATIVE,
-                    "init_ckpt": registry.INIT_CKPT}
+                    "lim": registry.NONNEGATIVE}
     sync_checks = {"frl": {}}
 
     def __init__(self, *args, reweight: bool | str | list[str] = True, remargin: bool = True, bound: float = 0.05,
                  beta: float = 1.5, rate1: float = 0.05, rate2: float = 0.2, halve_every: int = 40,
-                 lim: float = 0.5, margin_max: float = 3.0, init_std: float = 0.001,
-                 init_ckpt: str | None = None, allow_val_overlap: bool = False, fused_forward: bool = False,
-                 reuse_clean_logits: bool = False, **kwargs) -> None:
-        super().__init__(*args, base="trades", beta=beta, init_std=init_std, fused_forward=fused_forward,
-                         reuse_clean_logits=reuse_clean_logits, **kwargs)
+                 lim: float = 0.5, margin_max: float = 3.0, **kwargs) -> None:
+        super().__init__(*args, beta=beta, **kwargs)  # base: trades, the only one of FRL's bases
         self.reweight, self.remargin = reweight_terms(reweight), bool(remargin)
         if not (self.reweight or self.remargin):
             raise ValueError("method: FRL needs reweight and/or remargin")
-        check_nonnegative(bound=bound, rate1=rate1, rate2=rate2, lim=lim)
-        self.allow_val_overlap = bool(allow_val_overlap)
         self.bound, self.rate1, self.rate2 = float(bound), float(rate1), float(rate2)
         self.halve_every, self.lim, self.margin_max = int(halve_every), float(lim), float(margin_max)
-        k = self.num_classes
         # the multipliers: class-wise state, computed from the whole validation split (summed over
         # DDP ranks), so identical on every rank and saved in checkpoints
         for name in ("lambda_nat", "lambda_bndy", "lambda_eps"):
-            self.add_class_state(name, torch.zeros(k))
+            self.add_class_state(name, 0.0)
 
     # ---- the multipliers ---------------------------------------------------------------------
     def update_multipliers(self, std_per_class: Tensor, bndy_per_class: Tensor, std_total: float | Tensor,

@@ -49,21 +49,16 @@ class GAIRAT(PGDAT):
         weight_function: ``tanh`` (authors' default), ``sigmoid`` or ``discrete``.
     """
 
-    hparam_rules = {"lam": registry.Rule("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))}
+    hparam_rules = {"lam": registry.Rule("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+                    "lam_schedule": registry.one_of(SCHEDULES), "weight_function": registry.one_of(WEIGHT_FUNCTIONS),
+                    "begin_epoch": registry.EPOCH}
     sync_checks = {"gairat": {"begin_epoch": 1}}
 
     def __init__(self, *args, lam: float = -1.0, lam_schedule: str = "fixed", lam_max: float = math.inf,
                  begin_epoch: int = 60, weight_function: str = "tanh", **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if lam_schedule not in SCHEDULES:
-            raise ValueError(f"method.lam_schedule must be one of {', '.join(SCHEDULES)}, got {lam_schedule!r}")
         if lam_schedule == "linear" and not math.isfinite(lam_max):
             raise ValueError(f"method.lam_max must be finite for the linear schedule, got {lam_max}")
-        if weight_function not in WEIGHT_FUNCTIONS:
-            raise ValueError(f"method.weight_function must be one of {', '.join(WEIGHT_FUNCTIONS)}, "
-                             f"got {weight_function!r}")
-        if int(begin_epoch) != begin_epoch or begin_epoch < 1:
-            raise ValueError(f"method.begin_epoch must be an integer >= 1, got {begin_epoch}")
         if weight_function != "discrete" and self.train_attack["steps"] < 2:
             raise ValueError(f"attack.train.steps must be >= 2 for GAIRAT's {weight_function} weights "
                              f"(they divide by steps // 2), got {self.train_attack['steps']}")

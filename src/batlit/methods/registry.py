@@ -5,7 +5,9 @@ and declares there what the harness needs of it, so adding a method touches its 
 and its tests only:
 
 - ``hparam_rules``: the rules its ``method.<key>`` values obey (:func:`check_hparams`, run by the
-  config validation before any data or model loads); a subclass adds to its bases' rules;
+  config validation before any data or model loads, and again by ``AdversarialMethod.__init__``
+  on the constructor's arguments: the one place a value is checked); a subclass adds to its
+  bases' rules;
 - ``sync_checks``: small constructor kwargs per case of ``python -m batlit.sync_check``.
 
 Nothing here imports a name read from a file: a target is looked up in :data:`METHODS`, a plain
@@ -41,7 +43,7 @@ class Rule:
             return None
         try:
             good = self.ok(value)
-        except TypeError:
+        except (TypeError, ValueError):
             good = False
         return None if good else f"method.{key} must be {self.text}, got {value!r}"
 
@@ -56,9 +58,12 @@ class Required(Rule):
 
 @dataclass(frozen=True)
 class AtMostEpochs(Rule):
-    """A 1-based epoch the run must reach."""
+    """A 1-based epoch (:data:`EPOCH`) the run must reach; ``text`` says what a later one misses."""
 
     def error(self, key: str, value: Any, epochs: Any) -> str | None:
+        not_an_epoch = EPOCH.error(key, value, epochs)
+        if not_an_epoch:
+            return not_an_epoch
         if _is_int(value) and _is_int(epochs) and value > epochs:
             return f"method.{key}={value} is beyond the run's epochs={epochs}: {self.text}"
         return None
@@ -66,8 +71,15 @@ class AtMostEpochs(Rule):
 
 NONNEGATIVE = Rule(">= 0", lambda v: not isinstance(v, bool) and v >= 0)
 UNIT_OR_NULL = Rule("in [0, 1] (or null for the base's default)", lambda v: v is None or 0 <= v <= 1)
+UNIT = Rule("in [0, 1]", lambda v: not isinstance(v, bool) and 0 <= v <= 1)
 COUNT = Rule("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+EPOCH = Rule("an integer >= 1", lambda v: not isinstance(v, bool) and float(v).is_integer() and v >= 1)  # 1-based
 INIT_CKPT = Required("method.init_ckpt is required: the checkpoint to fine-tune (e.g. last.ckpt of a PGD-AT run)")
+
+
+def one_of(choices: Any) -> Rule:
+    """A value among ``choices`` (a name's spelling)."""
+    return Rule(f"one of {', '.join(choices)}", lambda v: v in tuple(choices))
 
 
 def register(cls: type) -> None:
@@ -93,15 +105,15 @@ def shared_rules() -> dict[str, Rule]:
     return {key: next(iter(rules)) for key, rules in found.items() if len(rules) == 1}
 
 
-def check_hparams(target: str, method_cfg: Mapping[str, Any], epochs: Any = None) -> None:
-    """Check the ``method`` config of the method class ``target`` (its ``_target_``) against the
-    class's declared rules, before anything is built; raise one line naming the key.
+def check_hparams(target: str | type, method_cfg: Mapping[str, Any], epochs: Any = None) -> None:
+    """Check the ``method`` config of the method class ``target`` (its ``_target_``, or the class)
+    against the class's declared rules, before anything is built; raise one line naming the key.
 
     ``method_cfg``: the method's keys as plain values, a mandatory unset one as ``"???"``
     (``OmegaConf.to_container(cfg.method, resolve=True, throw_on_missing=False)``);
     ``epochs``: the run's, for a rule about an epoch the run must reach.
     """
-    cls = METHODS.get(str(target))
+    cls = target if isinstance(target, type) else METHODS.get(str(target))
     rules = hparam_rules(cls) if cls is not None else shared_rules()
     for key, rule in rules.items():
         if key in method_cfg:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import registry
-from .classwise import ClassWiseMethod, check_nonnegative
+from .classwise import ClassWiseMethod
 from .losses import per_sample_kl
 from .objectives import LossWeights
 
@@ -41,7 +41,6 @@ class WAT(ClassWiseMethod):
     (``reuse_clean_logits: true``).
     """
 
-    needs_val_split = True
     source = "validation"
     bases = ("trades",)
     hparam_rules = {"eta": registry.NONNEGATIVE}
@@ -49,7 +48,6 @@ class WAT(ClassWiseMethod):
 
     def __init__(self, *args, eta: float = 0.1, reuse_clean_logits: bool = True, **kwargs) -> None:
         super().__init__(*args, reuse_clean_logits=reuse_clean_logits, **kwargs)
-        check_nonnegative(eta=eta)
         self.eta = float(eta)
         k = self.num_classes
         self.add_class_state("cumulative_loss", torch.zeros(k + 1))  # C: K classes, then the average
@@ -58,7 +56,8 @@ class WAT(ClassWiseMethod):
     def validation_losses(self, epoch: int) -> Tensor:
         """L: per-class mean TRADES loss on the validation split, then the overall mean."""
         def trades_loss(x: Tensor, y: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-            x_adv = self.perturb_validation(x, y, generator)
+            # the training attack (TRADES' KL from x + 0.001·N) on validation images, seeded
+            x_adv = self.base.attack(self.model, x, y, generator=generator, **self.train_attack)
             with torch.no_grad():
                 logits, logits_adv = self.model(x), self.model(x_adv)
                 terms = {"ce": F.cross_entropy(logits, y, reduction="none"), "kl": per_sample_kl(logits, logits_adv)}
@@ -67,10 +66,6 @@ class WAT(ClassWiseMethod):
         sums, counts = self.validation_sums(trades_loss, ("loss",), epoch)
         per_class = sums["loss"] / counts.clamp(min=1)  # a class absent from the split: 0, as the authors' sums
         return torch.cat([per_class, (sums["loss"].sum() / counts.sum()).view(1)])
-
-    def perturb_validation(self, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        """The training attack (TRADES' KL from x + 0.001·N) on validation images, seeded."""
-        return self.base.attack(self.model, x, y, generator=generator, **self.train_attack)
 
     def after_epoch(self, epoch: int) -> None:
         self.cumulative_loss.add_(self.validation_losses(epoch))
