@@ -71,11 +71,10 @@ class BAT(AdversarialMethod):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        target = [target] if isinstance(target, str) else list(target)  # method.target=last_clean
         self.alpha, self.beta, self.tau, self.init_std = float(alpha), float(beta), int(tau), float(init_std)
         self.attack_loss = attack_loss
         self.uniform_kl, self.fused_forward = UNIFORM_KL[uniform_kl], bool(fused_forward)
-        self.source, self.target = source, tuple(target)
+        self.source, self.target = source, (target,) if isinstance(target, str) else tuple(target)  # target=last_clean
         self.boundary_options = {"compact": bool(compact), "early_exit": bool(early_exit)}
         self.steps_to_boundary = StepsToBoundary(self.num_classes, self.train_attack["steps"])
 
