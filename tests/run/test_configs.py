@@ -109,4 +109,5 @@ def test_bad_method_options_are_one_config_error_without_data(overrides, needle)
 
     with pytest.raises(ConfigError, match=needle) as err:
         check_method_options(_compose(*overrides))
-    assert str(err.value).startswith("method: ") and "\n" not in str(err.value)
+    # "method: <the constructor's words>", or a declared rule's own line that names its key "method.<key> ..."
+    assert str(err.value).startswith(("method: ", "method.")) and "\n" not in str(err.value)
